@@ -1,0 +1,121 @@
+"""Running the enabled pre-live-migration checks and recording the verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from importlib import metadata
+
+from oslo_config import cfg
+from stevedore import named
+
+from lmcaps import conf as lmcaps_conf
+from lmcaps import events as lmcaps_events
+from lmcaps import exception
+from lmcaps.checks import base
+
+NAMESPACE = 'lmcaps.checks'
+
+
+def available() -> list[str]:
+    """Names of the installed checks, sorted."""
+    return sorted({ep.name for ep in metadata.entry_points(group=NAMESPACE)})
+
+
+@dataclasses.dataclass(frozen=True)
+class PreCheckReport:
+    """All verdicts of one run; ``passed`` when every check passed."""
+
+    instance: str
+    results: tuple[base.CheckResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f'{r.name}: {r.reason}' for r in self.results if not r.passed]
+
+    def as_dict(self) -> dict:
+        return {r.name: {'result': r.passed, 'reason': r.reason}
+                for r in self.results}
+
+
+class PreCheckRunner:
+    """Loads the checks named in ``[lmcaps] enabled_checks``, in that order.
+
+    :raises: CheckNotFound for an unknown name, CheckLoadFailed when one
+        does not import; never skips a check silently.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 names: list[str] | None = None) -> None:
+        self.conf = conf
+        names = list(conf[lmcaps_conf.GROUP].enabled_checks
+                     if names is None else names)
+        installed = available()
+        for name in names:
+            if name not in installed:
+                raise exception.CheckNotFound(
+                    name=name, available=', '.join(installed) or 'none')
+
+        def failed(_mgr: object, ep: object, exc: BaseException) -> None:
+            raise exception.CheckLoadFailed(
+                name=getattr(ep, 'name', '?'),
+                reason=f'{type(exc).__name__}: {exc}')
+
+        mgr = named.NamedExtensionManager(
+            NAMESPACE, names=names, name_order=True, invoke_on_load=True,
+            invoke_args=(conf,), on_load_failure_callback=failed,
+            propagate_map_exceptions=True)
+        self.checks: list[base.PreCheck] = [ext.obj for ext in mgr]
+
+    @classmethod
+    def from_checks(cls, conf: cfg.ConfigOpts,
+                    checks: list[base.PreCheck]) -> PreCheckRunner:
+        """A runner over given check objects (tests, embedding)."""
+        self = cls.__new__(cls)
+        self.conf = conf
+        self.checks = list(checks)
+        return self
+
+    def evaluate(self, ctx: base.CheckContext) -> PreCheckReport:
+        """Run every check; a check that crashes counts as failed."""
+        results = []
+        for check in self.checks:
+            try:
+                result = check.check(ctx)
+            except Exception as exc:  # a broken check must refuse, not pass
+                result = base.CheckResult(
+                    check.name, False,
+                    f'check crashed: {type(exc).__name__}: {exc}')
+            results.append(result)
+        return PreCheckReport(ctx.instance, tuple(results))
+
+    def run(self, ctx: base.CheckContext, store: lmcaps_events.EventStore,
+            request_id: str, host: str | None = None) -> PreCheckReport:
+        """Run the checks, record one event, raise if any failed.
+
+        :raises: MigrationPreCheckFailed with every failed reason.
+        """
+        host = host or self.conf[lmcaps_conf.GROUP].host
+        store.event_start(request_id, ctx.instance, lmcaps_events.PRECHECK,
+                          host=host)
+        try:
+            report = self.evaluate(ctx)
+        except BaseException as exc:
+            store.event_finish(request_id, ctx.instance,
+                               lmcaps_events.PRECHECK, lmcaps_events.ERROR,
+                               details=str(exc),
+                               traceback=traceback.format_exc())
+            raise
+        if report.passed:
+            store.event_finish(request_id, ctx.instance,
+                               lmcaps_events.PRECHECK, lmcaps_events.SUCCESS,
+                               details=f'{len(report.results)} checks passed')
+            return report
+        store.event_finish(request_id, ctx.instance, lmcaps_events.PRECHECK,
+                           lmcaps_events.ERROR,
+                           details=lmcaps_events.details_text(report.reasons))
+        raise exception.MigrationPreCheckFailed(ctx.instance, report.reasons)

@@ -1,0 +1,195 @@
+"""Instance actions and their events, with nova's fields.
+
+:class:`EventStore` is the interface; :mod:`lmcaps.events_sql` stores them in
+a database through SQLAlchemy, and :mod:`lmcaps.nova` implements it with
+nova's own ``InstanceAction`` / ``InstanceActionEvent`` objects.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import datetime
+import traceback as tb_mod
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+SUCCESS = 'Success'
+ERROR = 'Error'
+
+#: The instance action every lmcaps event belongs to (nova's name for it).
+LIVE_MIGRATION = 'live-migration'
+
+# Event names recorded by lmcaps.
+PRECHECK = 'lmcaps_precheck_live_migration'
+TIMEOUT_ACTION = 'lmcaps_live_migration_timeout_action'
+OUTCOME = 'lmcaps_live_migration_outcome'
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionRecord:
+    id: int
+    request_id: str
+    instance_uuid: str
+    action: str
+    start_time: datetime.datetime
+    finish_time: datetime.datetime | None
+    host: str | None
+    message: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRecord:
+    id: int
+    action_id: int
+    request_id: str
+    instance_uuid: str
+    action: str
+    event: str
+    start_time: datetime.datetime
+    finish_time: datetime.datetime | None
+    result: str | None
+    traceback: str | None
+    host: str | None
+    details: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ('start_time', 'finish_time'):
+            if d[key] is not None:
+                d[key] = d[key].isoformat()
+        return d
+
+
+class EventStore(abc.ABC):
+    """Where instance actions and events are recorded (nova's semantics).
+
+    An action is identified by ``(request_id, instance_uuid)``; an event by
+    its action and name.  ``event_start`` creates the action if needed.
+    """
+
+    @abc.abstractmethod
+    def action_start(self, request_id: str, instance_uuid: str, action: str,
+                     host: str | None = None) -> None:
+        """Create the action unless it exists already."""
+
+    @abc.abstractmethod
+    def event_start(self, request_id: str, instance_uuid: str, event: str,
+                    host: str | None = None,
+                    action: str = LIVE_MIGRATION) -> None:
+        """Record that ``event`` started (creating the action if needed)."""
+
+    @abc.abstractmethod
+    def event_finish(self, request_id: str, instance_uuid: str, event: str,
+                     result: str, details: str | None = None,
+                     traceback: str | None = None) -> None:
+        """Finish the newest unfinished ``event`` of that action."""
+
+    def record(self, request_id: str, instance_uuid: str, event: str,
+               result: str, host: str | None = None,
+               details: str | None = None, traceback: str | None = None,
+               action: str = LIVE_MIGRATION) -> None:
+        """Record a whole event at once (start and finish)."""
+        self.event_start(request_id, instance_uuid, event, host=host,
+                         action=action)
+        self.event_finish(request_id, instance_uuid, event, result,
+                          details=details, traceback=traceback)
+
+    @abc.abstractmethod
+    def list_events(self, instance_uuid: str) -> list[EventRecord]:
+        """Every event of every action of an instance, oldest first."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@contextlib.contextmanager
+def reporter(store: EventStore, request_id: str, instance_uuid: str,
+             event: str, host: str | None = None,
+             action: str = LIVE_MIGRATION) -> Iterator[dict]:
+    """Record ``event`` around a block, like nova's ``EventReporter``.
+
+    The block may put ``details`` (a string) into the yielded dict; an
+    exception finishes the event with result Error and its traceback and
+    propagates.
+    """
+    store.event_start(request_id, instance_uuid, event, host=host,
+                      action=action)
+    info: dict[str, Any] = {}
+    try:
+        yield info
+    except BaseException as exc:
+        store.event_finish(request_id, instance_uuid, event, ERROR,
+                           details=info.get('details') or str(exc),
+                           traceback=''.join(tb_mod.format_exception(exc)))
+        raise
+    store.event_finish(request_id, instance_uuid, event,
+                       info.get('result', SUCCESS),
+                       details=info.get('details'))
+
+
+class MemoryEventStore(EventStore):
+    """An in-process store, for unit tests of lmcaps's own logic."""
+
+    def __init__(self) -> None:
+        import threading
+        self._lock = threading.Lock()
+        self._actions: dict[tuple[str, str], ActionRecord] = {}
+        self._events: list[dict[str, Any]] = []
+
+    def action_start(self, request_id: str, instance_uuid: str, action: str,
+                     host: str | None = None) -> None:
+        with self._lock:
+            self._action(request_id, instance_uuid, action, host)
+
+    def _action(self, request_id: str, instance_uuid: str, action: str,
+                host: str | None) -> ActionRecord:
+        key = (request_id, instance_uuid)
+        if key not in self._actions:
+            self._actions[key] = ActionRecord(
+                id=len(self._actions) + 1, request_id=request_id,
+                instance_uuid=instance_uuid, action=action,
+                start_time=utcnow(), finish_time=None, host=host)
+        return self._actions[key]
+
+    def event_start(self, request_id: str, instance_uuid: str, event: str,
+                    host: str | None = None,
+                    action: str = LIVE_MIGRATION) -> None:
+        with self._lock:
+            act = self._action(request_id, instance_uuid, action, host)
+            self._events.append(dict(
+                id=len(self._events) + 1, action_id=act.id,
+                request_id=request_id, instance_uuid=instance_uuid,
+                action=act.action, event=event, start_time=utcnow(),
+                finish_time=None, result=None, traceback=None, host=host,
+                details=None))
+
+    def event_finish(self, request_id: str, instance_uuid: str, event: str,
+                     result: str, details: str | None = None,
+                     traceback: str | None = None) -> None:
+        with self._lock:
+            for ev in reversed(self._events):
+                if (ev['request_id'], ev['instance_uuid'], ev['event']) == (
+                        request_id, instance_uuid, event) and \
+                        ev['finish_time'] is None:
+                    ev.update(finish_time=utcnow(), result=result,
+                              details=details, traceback=traceback)
+                    return
+            raise KeyError(f'no started event {event} for {instance_uuid}')
+
+    def list_events(self, instance_uuid: str) -> list[EventRecord]:
+        with self._lock:
+            return [EventRecord(**ev) for ev in self._events
+                    if ev['instance_uuid'] == instance_uuid]
+
+
+def details_text(lines: Mapping[str, str] | list[str]) -> str:
+    """Join reasons into the single ``details`` string nova stores."""
+    if isinstance(lines, Mapping):
+        return '; '.join(f'{k}: {v}' for k, v in lines.items())
+    return '; '.join(lines)

@@ -1,0 +1,97 @@
+"""Errors raised by lmcaps.
+
+Every error is an :class:`LmcapsException` subclass with a ``msg_fmt``
+template.  Callers embedding lmcaps (nova-compute) translate these into their
+own errors at the boundary; lmcaps never imports its host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class LmcapsException(Exception):
+    """Base class: formats ``msg_fmt`` with the keyword arguments given."""
+
+    msg_fmt = 'An unknown lmcaps error occurred.'
+
+    def __init__(self, message: str | None = None, **kwargs: object) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError) as exc:
+                # A wrong template is a programming error; do not hide it
+                # behind a vague message, but do not lose the data either.
+                message = f'{self.msg_fmt} ({exc!r}: {kwargs!r})'
+        self.message = message
+        super().__init__(message)
+
+
+class InvalidRequest(LmcapsException):
+    msg_fmt = 'Invalid live-migration request: %(reason)s'
+
+
+class InvalidPolicy(LmcapsException):
+    msg_fmt = 'Invalid live-migration policy: %(reason)s'
+
+
+class DriverNotFound(LmcapsException):
+    msg_fmt = ("Unknown lmcaps driver '%(name)s'; installed drivers: "
+               "%(available)s")
+
+
+class DriverLoadFailed(LmcapsException):
+    msg_fmt = "Could not load lmcaps driver '%(name)s': %(reason)s"
+
+
+class CheckNotFound(LmcapsException):
+    msg_fmt = ("Unknown pre-check '%(name)s' in [lmcaps] enabled_checks; "
+               "installed checks: %(available)s")
+
+
+class CheckLoadFailed(LmcapsException):
+    msg_fmt = "Could not load pre-check '%(name)s': %(reason)s"
+
+
+class InvalidDeclaration(LmcapsException):
+    msg_fmt = "Driver '%(driver)s' declares its capabilities wrongly: %(reason)s"
+
+
+class UnsupportedOperation(LmcapsException):
+    msg_fmt = ("Driver '%(driver)s' does not support %(operation)s: "
+               "%(reason)s")
+
+
+class OperationRefused(LmcapsException):
+    """The backend refused an operation it normally supports, for now."""
+
+    msg_fmt = ("Driver '%(driver)s' refused %(operation)s on migration "
+               "%(migration)s: %(reason)s")
+
+
+class DriverError(LmcapsException):
+    msg_fmt = "Driver '%(driver)s' failed: %(reason)s"
+
+
+class MigrationNotFound(LmcapsException):
+    msg_fmt = 'Migration %(migration)s is not known to driver %(driver)s'
+
+
+class MigrationPreCheckFailed(LmcapsException):
+    """One or more pre-live-migration checks failed; nothing was changed."""
+
+    msg_fmt = 'Live migration of %(instance)s refused: %(reasons)s'
+
+    def __init__(self, instance: str, reasons: Sequence[str]) -> None:
+        self.instance = instance
+        self.reasons = tuple(reasons)
+        super().__init__(instance=instance, reasons='; '.join(self.reasons))
+
+
+class EventStoreError(LmcapsException):
+    msg_fmt = 'Event store %(url)s is unusable: %(reason)s'
+
+
+class MonitorError(LmcapsException):
+    msg_fmt = 'Timeout monitor error: %(reason)s'

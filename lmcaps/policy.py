@@ -1,0 +1,123 @@
+"""Resolving a request, other per-instance layers and config into a policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import types
+from collections.abc import Mapping, Sequence
+
+from oslo_config import cfg
+
+from lmcaps import capabilities as caps
+from lmcaps import conf as lmcaps_conf
+
+CONFIG = 'config'
+REQUEST = 'request'
+
+
+class TimeoutAction(enum.Enum):
+    ABORT = 'abort'
+    FORCE_COMPLETE = 'force_complete'
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectivePolicy:
+    """What the monitor will do, and where each value came from.
+
+    :param completion_timeout: seconds after the start of the migration;
+        None means never.
+    :param force_complete_mode: ``auto``, ``postcopy`` or ``pause``.
+    :param sources: field name -> layer name (``request``, ``flavor``,
+        ``config`` ...).
+    """
+
+    completion_timeout: float | None
+    timeout_action: TimeoutAction
+    force_complete_mode: str
+    permit_post_copy: bool
+    sources: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'sources',
+                           types.MappingProxyType(dict(self.sources)))
+
+    @property
+    def per_instance(self) -> bool:
+        """True when any value came from a per-instance layer."""
+        return any(src != CONFIG for src in self.sources.values())
+
+    def as_dict(self) -> dict:
+        return {
+            'completion_timeout': self.completion_timeout,
+            'timeout_action': self.timeout_action.value,
+            'force_complete_mode': self.force_complete_mode,
+            'permit_post_copy': self.permit_post_copy,
+            'sources': dict(self.sources),
+        }
+
+
+def resolve(conf: cfg.ConfigOpts, data_gib: float,
+            layers: Sequence[tuple[str, Mapping]] = ()) -> EffectivePolicy:
+    """Resolve validated per-instance layers over ``[lmcaps]`` config.
+
+    :param data_gib: data to transfer (see ``drivers.base.data_gib``); the
+        configured per-GiB timeout is multiplied by it.
+    :param layers: ``(name, values)`` pairs, first wins, e.g.
+        ``[('request', body), ('flavor', extra_specs)]``; each already
+        validated against ``request.REQUEST_SCHEMA``.
+    """
+    group = conf[lmcaps_conf.GROUP]
+    sources: dict[str, str] = {}
+
+    def pick(field: str, default: object) -> object:
+        for name, values in layers:
+            if values.get(field) is not None:
+                sources[field] = name
+                return values[field]
+        sources[field] = CONFIG
+        return default
+
+    per_gib = group.completion_timeout_per_gib
+    configured = per_gib * max(data_gib, 2.0) if per_gib else 0
+    timeout = pick('completion_timeout', configured)
+    action = TimeoutAction(pick('timeout_action', group.timeout_action))
+    mode = pick('force_complete_mode', group.force_complete_mode)
+    return EffectivePolicy(
+        completion_timeout=float(timeout) if timeout else None,
+        timeout_action=action,
+        force_complete_mode=str(mode),
+        permit_post_copy=group.permit_post_copy,
+        sources=sources)
+
+
+def wants_postcopy(policy: EffectivePolicy,
+                   declaration: caps.Declaration) -> bool:
+    """Whether the migration should be started post-copy capable."""
+    if policy.timeout_action is not TimeoutAction.FORCE_COMPLETE:
+        return False
+    return choose_mode(policy, declaration) is caps.ForceCompleteMode.POSTCOPY
+
+
+def choose_mode(policy: EffectivePolicy,
+                declaration: caps.Declaration) -> caps.ForceCompleteMode | None:
+    """The force-complete mode to use, or None when none is possible.
+
+    ``auto`` takes post-copy when permitted and usable on this host, else
+    pause when usable.  An explicit mode is returned as is (the pre-checks
+    refuse it if the host cannot do it).
+    """
+    if policy.force_complete_mode != 'auto':
+        return caps.ForceCompleteMode(policy.force_complete_mode)
+    if (policy.permit_post_copy and declaration.support(
+            caps.Operation.FORCE_COMPLETE_POSTCOPY).usable):
+        return caps.ForceCompleteMode.POSTCOPY
+    if declaration.support(caps.Operation.FORCE_COMPLETE_PAUSE).usable:
+        return caps.ForceCompleteMode.PAUSE
+    return None
+
+
+def deadline_reached(elapsed: float, timeout: float | None) -> bool:
+    """True when ``elapsed`` is strictly past ``timeout`` (never at equality)."""
+    return timeout is not None and not math.isnan(elapsed) and elapsed > timeout

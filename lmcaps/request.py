@@ -1,0 +1,103 @@
+"""The per-instance live-migration request and its validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+from lmcaps import conf as lmcaps_conf
+from lmcaps import exception
+
+#: Largest completion_timeout accepted (a 32-bit signed int, as nova's DB).
+MAX_TIMEOUT = 2 ** 31 - 1
+
+REQUEST_SCHEMA: dict[str, Any] = {
+    'type': 'object',
+    'properties': {
+        'completion_timeout': {
+            'type': 'integer', 'minimum': 0, 'maximum': MAX_TIMEOUT,
+            'description': 'Absolute seconds before the timeout action '
+                           'fires; 0 = never.',
+        },
+        'timeout_action': {
+            'type': 'string', 'enum': list(lmcaps_conf.TIMEOUT_ACTIONS),
+        },
+        'force_complete_mode': {
+            'type': 'string', 'enum': list(lmcaps_conf.FORCE_COMPLETE_MODES),
+        },
+    },
+    'additionalProperties': False,
+}
+
+_VALIDATOR = jsonschema.Draft202012Validator(REQUEST_SCHEMA)
+FIELDS = tuple(sorted(REQUEST_SCHEMA['properties']))
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + '...'
+
+
+def _describe(error: jsonschema.ValidationError,
+              schema: Mapping[str, Any]) -> str:
+    """One human sentence naming the field and what is allowed."""
+    path = '.'.join(str(p) for p in error.absolute_path) or 'request'
+    v = error.validator
+    if v == 'additionalProperties':
+        known = sorted(schema.get('properties', {}))
+        extra = sorted(str(k) for k in error.instance
+                       if k not in schema.get('properties', {}))
+        return (f"unknown field(s) {', '.join(repr(e) for e in extra)}; "
+                f"allowed fields: {', '.join(known)}")
+    if v == 'enum':
+        return (f'{path}: {_short(error.instance)} is not allowed; allowed '
+                f"values: {', '.join(error.validator_value)}")
+    if v == 'type':
+        return (f'{path}: must be of type {error.validator_value}, got '
+                f'{type(error.instance).__name__} {_short(error.instance)}')
+    if v in ('minimum', 'maximum'):
+        sub = error.schema
+        return (f'{path}: {_short(error.instance)} is out of range; allowed: '
+                f"{sub.get('type', 'number')} from {sub.get('minimum', '-inf')}"
+                f" to {sub.get('maximum', 'inf')}")
+    return f'{path}: {error.message[:200]}'
+
+
+def validate(body: object, schema: Mapping[str, Any] | None = None,
+             validator: jsonschema.protocols.Validator | None = None
+             ) -> dict[str, Any]:
+    """Validate a request body and return a normalised copy.
+
+    :param body: the decoded JSON body (a dict).
+    :returns: a new dict with integers for integral numbers.
+    :raises: InvalidRequest naming each bad field and the allowed values.
+    """
+    schema = schema or REQUEST_SCHEMA
+    validator = validator or (_VALIDATOR if schema is REQUEST_SCHEMA
+                              else jsonschema.Draft202012Validator(schema))
+    if not isinstance(body, Mapping):
+        raise exception.InvalidRequest(
+            reason=f'the request must be a JSON object, got '
+                   f'{type(body).__name__}; allowed fields: '
+                   f"{', '.join(sorted(schema.get('properties', {})))}")
+    bad_keys = [k for k in body if not isinstance(k, str)]
+    if bad_keys:
+        raise exception.InvalidRequest(
+            reason=f'field names must be strings, got {_short(bad_keys[0])}')
+    try:
+        errors = sorted(validator.iter_errors(dict(body)),
+                        key=lambda e: (list(map(str, e.absolute_path)),
+                                       e.validator))
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise exception.InvalidRequest(
+            reason=f'the request could not be read: {exc}') from exc
+    if errors:
+        raise exception.InvalidRequest(
+            reason='; '.join(_describe(e, schema) for e in errors))
+    result = dict(body)
+    for key, value in result.items():
+        if isinstance(value, float) and value.is_integer():
+            result[key] = int(value)
+    return result
