@@ -43,5 +43,7 @@ class DriverSupportCheck(base.PreCheck):
                 elif not decl.support(mode.operation).usable:
                     problems.append(_why(decl, mode.operation))
         if problems:
-            return self.fail('; '.join(problems))
+            src = pol.sources.get('timeout_action', lmcaps_policy.CONFIG)
+            return self.fail(f'timeout_action {pol.timeout_action.value} '
+                             f'(from {src}): ' + '; '.join(problems))
         return self.ok()

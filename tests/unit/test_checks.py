@@ -1,0 +1,198 @@
+"""Tests of the built-in pre-checks and the runner."""
+
+import ddt
+from oslo_config import cfg
+from oslo_config import fixture as cfg_fixture
+import testtools
+
+from lmcaps import capabilities as caps
+from lmcaps import checks
+from lmcaps import conf as lmcaps_conf
+from lmcaps import events
+from lmcaps import exception
+from lmcaps import policy
+from lmcaps.checks import base
+from lmcaps.checks import driver_support
+from lmcaps.checks import post_copy
+from lmcaps.checks import timeout_bounds
+
+C, P, M, U = (caps.Support.COMPLETE, caps.Support.PARTIAL,
+              caps.Support.MISSING, caps.Support.UNKNOWN)
+
+
+def _decl(abort=C, postcopy=C, pause=C, per_instance=C):
+    return caps.Declaration('drv', 'Driver', {
+        caps.Operation.ABORT: caps.Capability(abort, notes='n-abort'),
+        caps.Operation.FORCE_COMPLETE_POSTCOPY: caps.Capability(postcopy),
+        caps.Operation.FORCE_COMPLETE_PAUSE: caps.Capability(pause),
+        caps.Operation.PER_INSTANCE_TIMEOUT: caps.Capability(per_instance),
+    }, host='h1')
+
+
+class _Base(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        conf = cfg.ConfigOpts()
+        lmcaps_conf.register_opts(conf)
+        conf([], project='lmcaps-test', default_config_files=[])
+        self.cfg = self.useFixture(cfg_fixture.Config(conf))
+        self.conf = conf
+
+    def ctx(self, body=None, decl=None, gib=2.0):
+        body = body or {}
+        pol = policy.resolve(self.conf, gib, [('request', body)])
+        return base.CheckContext(instance='inst-1', policy=pol,
+                                 declaration=decl or _decl(),
+                                 conf=self.conf, request=body)
+
+
+@ddt.ddt
+class DriverSupportTest(_Base):
+
+    @ddt.unpack
+    @ddt.data(
+        # request, declaration kwargs, permit_post_copy, passes
+        ({}, {}, False, True),
+        ({}, {'abort': M}, False, False),            # config abort implied
+        ({'completion_timeout': 0}, {'abort': M}, False, True),  # never fires
+        ({'timeout_action': 'abort'}, {'abort': P}, False, True),
+        ({'timeout_action': 'abort'}, {'abort': U}, False, False),
+        ({'timeout_action': 'force_complete'},
+         {'postcopy': M, 'pause': M}, True, False),
+        ({'timeout_action': 'force_complete'}, {'postcopy': M}, True, True),
+        ({'timeout_action': 'force_complete', 'force_complete_mode': 'pause'},
+         {'pause': M}, True, False),
+        ({'timeout_action': 'force_complete',
+          'force_complete_mode': 'postcopy'}, {'postcopy': M}, True, False),
+        ({'completion_timeout': 60}, {'per_instance': M}, False, False),
+        ({}, {'per_instance': M}, False, True),     # config only: fine
+    )
+    def test_truth_table(self, body, decl, permit, passes):
+        self.cfg.config(permit_post_copy=permit, group='lmcaps')
+        check = driver_support.DriverSupportCheck(self.conf)
+        result = check.check(self.ctx(body, _decl(**decl)))
+        self.assertEqual(passes, result.passed, result.reason)
+        if not passes:
+            self.assertIn('drv', result.reason)
+            self.assertIn('h1', result.reason)
+
+
+@ddt.ddt
+class PostCopyTest(_Base):
+
+    @ddt.unpack
+    @ddt.data(
+        ({'timeout_action': 'force_complete',
+          'force_complete_mode': 'postcopy'}, False, False),
+        ({'timeout_action': 'force_complete',
+          'force_complete_mode': 'postcopy'}, True, True),
+        ({'timeout_action': 'force_complete'}, False, True),   # auto → pause
+        ({'timeout_action': 'abort', 'force_complete_mode': 'postcopy'},
+         False, True),
+        ({'completion_timeout': 0, 'timeout_action': 'force_complete',
+          'force_complete_mode': 'postcopy'}, False, True),
+    )
+    def test_truth_table(self, body, permit, passes):
+        self.cfg.config(permit_post_copy=permit, group='lmcaps')
+        result = post_copy.PostCopyCheck(self.conf).check(self.ctx(body))
+        self.assertEqual(passes, result.passed, result.reason)
+        if not passes:
+            self.assertIn('permit_post_copy', result.reason)
+
+    def test_implied_by_config(self):
+        self.cfg.config(timeout_action='force_complete',
+                        force_complete_mode='postcopy', group='lmcaps')
+        result = post_copy.PostCopyCheck(self.conf).check(self.ctx())
+        self.assertFalse(result.passed)
+        self.assertIn('from config', result.reason)
+
+
+@ddt.ddt
+class TimeoutBoundsTest(_Base):
+
+    @ddt.unpack
+    @ddt.data(
+        # request, min, max, allowed actions, passes
+        ({'completion_timeout': 60}, 0, 0, None, True),
+        ({'completion_timeout': 0}, 0, 0, None, True),
+        ({'completion_timeout': 0}, 0, 3600, None, False),
+        ({'completion_timeout': 30}, 60, 0, None, False),
+        ({'completion_timeout': 60}, 60, 60, None, True),
+        ({'completion_timeout': 61}, 60, 60, None, False),
+        ({'timeout_action': 'force_complete'}, 0, 0, ['abort'], False),
+        ({'timeout_action': 'abort'}, 0, 0, ['abort'], True),
+        ({}, 600, 900, ['abort'], True),   # config values are not bounded
+    )
+    def test_truth_table(self, body, lo, hi, allowed, passes):
+        self.cfg.config(min_completion_timeout=lo, max_completion_timeout=hi,
+                        group='lmcaps')
+        if allowed is not None:
+            self.cfg.config(allowed_timeout_actions=allowed, group='lmcaps')
+        result = timeout_bounds.TimeoutBoundsCheck(self.conf).check(
+            self.ctx(body))
+        self.assertEqual(passes, result.passed, result.reason)
+        if not passes:
+            self.assertIn('allowed', result.reason)
+
+
+class _Crash(base.PreCheck):
+    name = 'crash'
+
+    def check(self, ctx):
+        raise RuntimeError('boom')
+
+
+class RunnerTest(_Base):
+
+    def test_loads_enabled_in_order(self):
+        self.cfg.config(enabled_checks=['timeout_bounds', 'driver_support'],
+                        group='lmcaps')
+        runner = checks.PreCheckRunner(self.conf)
+        self.assertEqual(['timeout_bounds', 'driver_support'],
+                         [c.name for c in runner.checks])
+
+    def test_unknown_check_named(self):
+        self.cfg.config(enabled_checks=['driver_support', 'nope'],
+                        group='lmcaps')
+        err = self.assertRaises(exception.CheckNotFound,
+                                checks.PreCheckRunner, self.conf)
+        self.assertIn("'nope'", str(err))
+        self.assertIn('driver_support, post_copy, timeout_bounds', str(err))
+
+    def test_pass_records_success_event(self):
+        store = events.MemoryEventStore()
+        report = checks.PreCheckRunner(self.conf).run(self.ctx(), store, 'req-1')
+        self.assertTrue(report.passed)
+        self.assertEqual(3, len(report.results))
+        [ev] = store.list_events('inst-1')
+        self.assertEqual((events.PRECHECK, events.SUCCESS, 'req-1'),
+                         (ev.event, ev.result, ev.request_id))
+        self.assertEqual(self.conf.lmcaps.host, ev.host)
+        self.assertIsNotNone(ev.finish_time)
+
+    def test_failure_records_every_reason_and_raises(self):
+        self.cfg.config(max_completion_timeout=100, group='lmcaps')
+        store = events.MemoryEventStore()
+        ctx = self.ctx({'completion_timeout': 500,
+                        'timeout_action': 'force_complete',
+                        'force_complete_mode': 'postcopy'},
+                       _decl(postcopy=M))
+        err = self.assertRaises(exception.MigrationPreCheckFailed,
+                                checks.PreCheckRunner(self.conf).run,
+                                ctx, store, 'req-2')
+        self.assertEqual(3, len(err.reasons))
+        [ev] = store.list_events('inst-1')
+        self.assertEqual(events.ERROR, ev.result)
+        for name in ('driver_support:', 'post_copy:', 'timeout_bounds:'):
+            self.assertIn(name, ev.details)
+        self.assertEqual(events.LIVE_MIGRATION, ev.action)
+
+    def test_crashing_check_refuses(self):
+        store = events.MemoryEventStore()
+        runner = checks.PreCheckRunner.from_checks(self.conf,
+                                                   [_Crash(self.conf)])
+        err = self.assertRaises(exception.MigrationPreCheckFailed,
+                                runner.run, self.ctx(), store, 'r')
+        self.assertIn('crashed: RuntimeError: boom', str(err))
+        self.assertEqual(events.ERROR, store.list_events('inst-1')[0].result)
