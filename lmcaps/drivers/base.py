@@ -71,6 +71,8 @@ class MigrationSpec:
         post-copy is possible (libvirt's VIR_MIGRATE_POSTCOPY).
     :param block_migration: copy local disks too.
     :param bandwidth_mib: bandwidth cap in MiB/s, None for the default.
+    :param completion_timeout: the timeout the monitor will enforce, in
+        seconds (None = none), so a driver can shape downtime steps by it.
     :param options: driver-specific extras (strings only).
     """
 
@@ -79,6 +81,7 @@ class MigrationSpec:
     postcopy: bool = False
     block_migration: bool = False
     bandwidth_mib: int | None = None
+    completion_timeout: float | None = None
     options: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
