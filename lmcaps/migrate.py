@@ -1,0 +1,121 @@
+"""One live migration end to end: validate, pre-check, start, monitor, record.
+
+This is what ``lmcaps migrate`` runs, and what an embedding host without
+its own monitor can call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping
+
+from oslo_config import cfg
+
+from lmcaps import checks
+from lmcaps import events as lmcaps_events
+from lmcaps import monitor as lmcaps_monitor
+from lmcaps import policy as lmcaps_policy
+from lmcaps import request as lmcaps_request
+from lmcaps.checks import base as checks_base
+from lmcaps.drivers import base
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """How a migration ended, for people and scripts."""
+
+    instance: str
+    request_id: str
+    outcome: str           # completed | aborted | failed | cancelled
+    action: str | None     # abort | postcopy | pause | None
+    action_error: str | None
+    guest_on: str          # source | destination
+    policy: Mapping
+    elapsed: float
+    message: str = ''
+
+    def line(self) -> str:
+        forced = {'postcopy': ' (forced by post-copy)',
+                  'pause': ' (forced by pausing the guest)'}
+        text = f'{self.instance}: {self.outcome}'
+        if self.outcome == 'completed' and self.action in forced:
+            text += forced[self.action]
+        text += f' after {self.elapsed:.1f} s; guest runs on the {self.guest_on}'
+        if self.action_error:
+            text += f'; timeout action failed: {self.action_error}'
+        return text
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self) | {'policy': dict(self.policy)}
+
+
+#: exit code per outcome, for scripts
+EXIT_CODES = {'completed': 0, 'aborted': 3, 'cancelled': 3, 'failed': 4}
+
+_OUTCOME = {base.Phase.COMPLETED: 'completed', base.Phase.FAILED: 'failed',
+            base.Phase.CANCELLED: 'cancelled'}
+
+
+def prepare(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
+            instance: str, body: Mapping, store: lmcaps_events.EventStore,
+            request_id: str, data_gib: float
+            ) -> tuple[lmcaps_policy.EffectivePolicy, bool]:
+    """Validate, resolve and pre-check; returns the policy and post-copy flag.
+
+    :raises: InvalidRequest, MigrationPreCheckFailed (event recorded).
+    """
+    values = lmcaps_request.validate(body)
+    pol = lmcaps_policy.resolve(conf, data_gib, [(lmcaps_policy.REQUEST,
+                                                  values)])
+    decl = driver.host_declaration()
+    ctx = checks_base.CheckContext(instance=instance, policy=pol,
+                                   declaration=decl, conf=conf,
+                                   request=values)
+    checks.PreCheckRunner(conf).run(ctx, store, request_id)
+    return pol, lmcaps_policy.wants_postcopy(pol, decl)
+
+
+def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
+        spec: base.MigrationSpec, body: Mapping,
+        store: lmcaps_events.EventStore, *, data_gib: float,
+        request_id: str | None = None,
+        on_progress: Callable[[base.Migration, base.Progress, float | None],
+                              None] | None = None,
+        progress_interval: float = 0.5) -> Summary:
+    """Run one live migration under lmcaps's pre-checks and monitor.
+
+    :param data_gib: the guest's data size, for per-GiB config timeouts.
+    :param on_progress: called with (migration, progress, seconds left to
+        the deadline) about every ``progress_interval`` seconds.
+    :raises: InvalidRequest, MigrationPreCheckFailed before anything starts.
+    """
+    request_id = request_id or f'req-{uuid.uuid4()}'
+    pol, postcopy = prepare(conf, driver, spec.instance, body, store,
+                            request_id, data_gib)
+    spec = dataclasses.replace(spec, postcopy=postcopy,
+                               completion_timeout=pol.completion_timeout)
+    migration = driver.start_migration(spec)
+    with lmcaps_monitor.TimeoutMonitor.from_conf(conf, store) as mon:
+        watch = mon.watch(driver, migration, pol, instance_uuid=spec.instance,
+                          request_id=request_id)
+        outcome = None
+        while outcome is None:
+            outcome = watch.wait(progress_interval)
+            if outcome is None and on_progress is not None:
+                left = (None if pol.completion_timeout is None else
+                        pol.completion_timeout - migration.elapsed)
+                try:
+                    on_progress(migration, driver.get_progress(migration), left)
+                except Exception:  # display only; the monitor decides
+                    pass
+    name = _OUTCOME.get(outcome.phase, outcome.phase.value)
+    if outcome.phase is base.Phase.CANCELLED and outcome.action == 'abort':
+        name = 'aborted'
+    return Summary(
+        instance=spec.instance, request_id=request_id, outcome=name,
+        action=outcome.action, action_error=outcome.action_error,
+        guest_on=('destination' if outcome.phase is base.Phase.COMPLETED
+                  else 'source'),
+        policy=pol.as_dict(), elapsed=migration.elapsed)
+
