@@ -78,21 +78,20 @@ def prepare(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
 
 def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         spec: base.MigrationSpec, body: Mapping,
-        store: lmcaps_events.EventStore, *, data_gib: float,
+        store: lmcaps_events.EventStore, *,
         request_id: str | None = None,
         on_progress: Callable[[base.Migration, base.Progress, float | None],
                               None] | None = None,
         progress_interval: float = 0.5) -> Summary:
     """Run one live migration under lmcaps's pre-checks and monitor.
 
-    :param data_gib: the guest's data size, for per-GiB config timeouts.
     :param on_progress: called with (migration, progress, seconds left to
         the deadline) about every ``progress_interval`` seconds.
     :raises: InvalidRequest, MigrationPreCheckFailed before anything starts.
     """
     request_id = request_id or f'req-{uuid.uuid4()}'
     pol, postcopy = prepare(conf, driver, spec.instance, body, store,
-                            request_id, data_gib)
+                            request_id, driver.guest_data_gib(spec))
     spec = dataclasses.replace(spec, postcopy=postcopy,
                                completion_timeout=pol.completion_timeout)
     migration = driver.start_migration(spec)

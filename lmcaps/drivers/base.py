@@ -175,6 +175,15 @@ class LiveMigrationDriver(abc.ABC):
 
     # -- migrations -------------------------------------------------------
 
+    def guest_data_gib(self, spec: MigrationSpec) -> float:
+        """Data the migration of ``spec`` will move, in GiB, as nova counts it.
+
+        The configured per-GiB timeout is multiplied by this before the
+        migration starts.  The default is the 2 GiB floor; drivers that can
+        see the guest's RAM (and disks) override it (see :func:`data_gib`).
+        """
+        return 2.0
+
     @abc.abstractmethod
     def start_migration(self, spec: MigrationSpec) -> Migration:
         """Start a live migration and return at once with its handle.

@@ -181,18 +181,25 @@ class LibvirtDriver(base.LiveMigrationDriver):
         except ValueError:
             return conn.lookupByName(name)
 
-    def start_migration(self, spec: base.MigrationSpec) -> base.Migration:
+    def _domain(self, spec: base.MigrationSpec) -> tuple[Any, float]:
         self.connect()
-        lv = self._libvirt
-        opts = self.options
         try:
             dom = self._lookup(self._conn, spec.instance)
             size = base.data_gib(dom.info()[1] * 1024, self._disk_sizes(dom)
                                  if spec.block_migration else ())
-        except lv.libvirtError as exc:
+        except self._libvirt.libvirtError as exc:
             raise exception.DriverError(
                 driver=self.name,
                 reason=f'domain {spec.instance}: {exc}') from exc
+        return dom, size
+
+    def guest_data_gib(self, spec: base.MigrationSpec) -> float:
+        return self._domain(spec)[1]
+
+    def start_migration(self, spec: base.MigrationSpec) -> base.Migration:
+        dom, size = self._domain(spec)
+        lv = self._libvirt
+        opts = self.options
         flags = (lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PEER2PEER |
                  lv.VIR_MIGRATE_PERSIST_DEST | lv.VIR_MIGRATE_UNDEFINE_SOURCE)
         if spec.postcopy:

@@ -1,0 +1,1 @@
+"""Benchmarks of lmcaps; each module has a main() printing its figures."""

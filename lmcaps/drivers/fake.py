@@ -1,0 +1,374 @@
+"""A simulated driver: migrations computed from the clock, support by config.
+
+Nothing runs in the background: each call advances the migration's model to
+"now" (simulated seconds = wall seconds x ``[lmcaps_fake] time_scale``).
+Pre-copy sends RAM, then passes of the pages dirtied during the previous
+pass; it converges when a pass's dirty set fits the allowed downtime
+(``downtime_mib``), never while ``dirty_rate_mib >= bandwidth_mib``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from oslo_config import cfg
+
+from lmcaps import capabilities as caps
+from lmcaps import conf as lmcaps_conf
+from lmcaps import exception
+from lmcaps.drivers import base
+
+MIB = 1024 ** 2
+SOURCE = 'source'
+DESTINATION = 'destination'
+RUNNING = 'running'
+PAUSED = 'paused'
+
+# Convergence threshold floor (1 byte), so that downtime_mib = 0 with a
+# small dirty rate still ends instead of halving towards zero forever.
+_MIN_THRESHOLD_MIB = 1 / MIB
+
+_SUPPORT_CHOICES = [s.value for s in caps.Support]
+
+#: What decides at run time when an operation is configured ``partial``.
+CONDITIONS = {
+    caps.Operation.ABORT:
+        'only before the switch to post-copy (a post-copy migration cannot '
+        'be aborted)',
+    caps.Operation.FORCE_COMPLETE_POSTCOPY:
+        'only if the migration was started with postcopy=True',
+    caps.Operation.FORCE_COMPLETE_PAUSE:
+        'only while the migration is in pre-copy',
+    caps.Operation.PER_INSTANCE_TIMEOUT:
+        'timeouts are counted in wall-clock seconds while the migration '
+        'runs in simulated time ([lmcaps_fake] time_scale)',
+}
+
+_NOTES = {
+    caps.Operation.ABORT: 'Simulated; refused in post-copy.',
+    caps.Operation.FORCE_COMPLETE_POSTCOPY:
+        'Simulated; needs a migration started with postcopy=True.',
+    caps.Operation.FORCE_COMPLETE_PAUSE:
+        'Simulated; the dirty rate drops to 0 until the copy ends.',
+    caps.Operation.PER_INSTANCE_TIMEOUT: 'Carried out by the lmcaps monitor.',
+}
+
+
+def _support_opt(op: caps.Operation) -> cfg.Opt:
+    return cfg.StrOpt(
+        op.value, default=caps.Support.COMPLETE.value,
+        choices=_SUPPORT_CHOICES,
+        help=f'Declared support for "{op.title}" (the host declaration of '
+             f'the fake driver). partial means: {CONDITIONS[op]}. missing '
+             f'and unknown make the operation raise UnsupportedOperation.')
+
+
+fake_opts = [_support_opt(op) for op in caps.Operation] + [
+    cfg.IntOpt('ram_mib', default=2048, min=1,
+               help='Guest RAM of every simulated migration, in MiB.'),
+    cfg.FloatOpt('bandwidth_mib', default=1000.0, min=0.001,
+                 help='Pre-copy bandwidth, in MiB per simulated second; '
+                      'a MigrationSpec.bandwidth_mib lowers it.'),
+    cfg.FloatOpt('dirty_rate_mib', default=0.0, min=0.0,
+                 help='Rate at which the running guest dirties memory, in '
+                      'MiB per simulated second. Pre-copy never converges '
+                      'when it is >= bandwidth_mib.'),
+    cfg.FloatOpt('downtime_mib', default=30.0, min=0.0,
+                 help='Data that fits the allowed downtime, in MiB: '
+                      'pre-copy converges (final copy with the guest '
+                      'paused) once the dirty set is at most this.'),
+    cfg.FloatOpt('postcopy_bandwidth_mib', min=0.001,
+                 help='Bandwidth after a switch to post-copy, in MiB per '
+                      'simulated second; unset means bandwidth_mib.'),
+    cfg.FloatOpt('time_scale', default=1.0, min=0.000001,
+                 help='Simulated seconds per wall-clock second, so that '
+                      'tests run long migrations fast.'),
+]
+
+
+@dataclasses.dataclass
+class _Sim:
+    """Model of one migration; times are simulated seconds since its start."""
+
+    ram: float
+    bandwidth: float
+    dirty_rate: float
+    threshold: float
+    postcopy_bandwidth: float
+    time_scale: float
+    postcopy_capable: bool
+    phase: base.Phase = base.Phase.PRECOPY
+    location: tuple[str, str] = (SOURCE, RUNNING)
+    final_copy: bool = False      # converged: last pass, guest paused
+    iteration: int = 1
+    sent: float = 0.0             # MiB sent before the current transfer
+    start: float = 0.0            # start of the current transfer
+    size: float = 0.0             # MiB of the current transfer
+    rate: float = 0.0             # MiB/s of the current transfer
+    message: str = ''
+
+    @property
+    def dirtying(self) -> bool:
+        return self.phase is base.Phase.PRECOPY and not self.final_copy
+
+    def end(self) -> float:
+        return self.start + self.size / self.rate
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.size - self.rate * (now - self.start))
+
+    def advance(self, now: float) -> None:
+        """Bring the model to simulated time ``now``."""
+        while not self.phase.terminal and self.end() <= now:
+            end = self.end()
+            self.sent += self.size
+            if not self.dirtying:
+                self.phase = base.Phase.COMPLETED
+                self.location = (DESTINATION, RUNNING)
+                self.final_copy = False
+                return
+            dirty = min(self.ram, self.dirty_rate * (end - self.start))
+            self.iteration += 1
+            if dirty <= self.threshold:
+                self.final_copy = True
+                self.location = (SOURCE, PAUSED)
+                self.start, self.size = end, dirty
+                continue
+            if dirty >= self.size:
+                # Steady state (dirty rate >= bandwidth): skip whole passes.
+                skip = max(0, math.floor((now - end) * self.rate / dirty))
+                self.sent += skip * dirty
+                self.iteration += skip
+                end += skip * dirty / self.rate
+            self.start, self.size = end, dirty
+
+    def outstanding(self, now: float) -> float:
+        """Data still to send if the guest stopped dirtying at ``now``."""
+        left = self.remaining(now)
+        if self.dirtying:
+            left += self.dirty_rate * (now - self.start)
+        return min(self.ram, left)
+
+    def restart(self, now: float, size: float, rate: float) -> None:
+        self.sent += self.size - self.remaining(now)
+        self.start, self.size, self.rate = now, size, rate
+
+    def end_as(self, now: float, phase: base.Phase,
+               location: tuple[str, str]) -> None:
+        self.restart(now, 0.0, self.rate)
+        self.phase, self.location, self.final_copy = phase, location, False
+
+    def progress(self, now: float) -> base.Progress:
+        processed = self.sent
+        if not self.phase.terminal:
+            processed += self.size - self.remaining(now)
+        remaining = 0.0 if self.phase.terminal else self.remaining(now)
+        return base.Progress(
+            phase=self.phase,
+            data_total=int(self.ram * MIB),
+            data_processed=int(processed * MIB),
+            data_remaining=int(remaining * MIB),
+            memory_dirty_rate=int(self.dirty_rate * MIB) if self.dirtying
+            else 0,
+            transfer_rate=0 if self.phase.terminal else int(self.rate * MIB),
+            iteration=self.iteration,
+            message=self.message or ('final copy, guest paused'
+                                     if self.final_copy else ''))
+
+
+class FakeDriver(base.LiveMigrationDriver):
+    """Simulated live migrations for tests, the conformance kit and demos.
+
+    :param clock: a monotonic clock in seconds (injectable for tests).
+    """
+
+    name = 'fake'
+
+    def __init__(self, conf: cfg.ConfigOpts, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(conf)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sims: dict[str, _Sim] = {}
+        self._instances: dict[str, str] = {}   # instance -> migration id
+
+    @classmethod
+    def list_opts(cls) -> list[cfg.Opt]:
+        return list(fake_opts)
+
+    @classmethod
+    def declare(cls) -> caps.Declaration:
+        return caps.Declaration(
+            driver=cls.name, title='Fake (simulated)',
+            capabilities={op: caps.complete(notes=_NOTES[op])
+                          for op in caps.Operation})
+
+    def _refine(self, declaration: caps.Declaration) -> caps.Declaration:
+        """Apply the support levels configured in ``[lmcaps_fake]``."""
+        opts = self.options
+        changes = {}
+        for op in caps.Operation:
+            support = caps.Support(opts[op.value])
+            if support is caps.Support.PARTIAL:
+                changes[op.value] = caps.partial(CONDITIONS[op],
+                                                 notes=_NOTES[op])
+            elif support is not caps.Support.COMPLETE:
+                changes[op.value] = caps.Capability(
+                    support, notes=f'[{self.group}] {op.value} = '
+                                   f'{support.value}')
+        facts = {key: str(opts[key]) for key in (
+            'ram_mib', 'bandwidth_mib', 'dirty_rate_mib', 'downtime_mib',
+            'postcopy_bandwidth_mib', 'time_scale')}
+        return declaration.refine(self._host_name(), facts, **changes)
+
+    def _host_name(self) -> str:
+        try:
+            return self.conf[lmcaps_conf.GROUP].host
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+            return 'fake-host'
+
+    # -- migrations -------------------------------------------------------
+
+    def guest_data_gib(self, spec: base.MigrationSpec) -> float:
+        """The simulated RAM (``ram_mib``), counted as at least 2 GiB."""
+        return base.data_gib(self.options.ram_mib * MIB)
+
+    def start_migration(self, spec: base.MigrationSpec) -> base.Migration:
+        opts = self.options
+        bandwidth = opts.bandwidth_mib
+        if spec.bandwidth_mib:
+            bandwidth = min(bandwidth, float(spec.bandwidth_mib))
+        sim = _Sim(ram=float(opts.ram_mib), bandwidth=bandwidth,
+                   dirty_rate=opts.dirty_rate_mib,
+                   threshold=max(opts.downtime_mib, _MIN_THRESHOLD_MIB),
+                   postcopy_bandwidth=(opts.postcopy_bandwidth_mib or
+                                       opts.bandwidth_mib),
+                   time_scale=opts.time_scale,
+                   postcopy_capable=spec.postcopy)
+        sim.size, sim.rate = sim.ram, sim.bandwidth
+        with self._lock:
+            busy = self._sims.get(self._instances.get(spec.instance, ''))
+            if busy is not None and not busy.phase.terminal:
+                raise exception.DriverError(
+                    driver=self.name,
+                    reason=f'instance {spec.instance} is already migrating')
+            migration = base.Migration(
+                spec=spec, data_gib=self.guest_data_gib(spec),
+                started_at=self._clock(), backend=sim)
+            self._sims[migration.id] = sim
+            self._instances[spec.instance] = migration.id
+        return migration
+
+    def _now(self, migration: base.Migration, sim: _Sim) -> float:
+        return (self._clock() - migration.started_at) * sim.time_scale
+
+    def _sim(self, migration: base.Migration) -> tuple[_Sim, float]:
+        """The advanced model and its simulated "now"; call under the lock."""
+        sim = self._sims.get(migration.id)
+        if sim is None:
+            raise exception.MigrationNotFound(migration=migration.id,
+                                              driver=self.name)
+        now = self._now(migration, sim)
+        sim.advance(now)
+        return sim, now
+
+    def get_progress(self, migration: base.Migration) -> base.Progress:
+        with self._lock:
+            sim, now = self._sim(migration)
+            return sim.progress(now)
+
+    def guest_location(self, migration: base.Migration) -> tuple[str, str]:
+        """Where the guest is: ``(source|destination, running|paused)``."""
+        with self._lock:
+            return self._sim(migration)[0].location
+
+    def _refuse(self, migration: base.Migration, operation: caps.Operation,
+                reason: str) -> exception.OperationRefused:
+        return exception.OperationRefused(
+            driver=self.name, operation=operation.value,
+            migration=migration.id, reason=reason)
+
+    def _abort(self, migration: base.Migration) -> None:
+        op = caps.Operation.ABORT
+        with self._lock:
+            sim, now = self._sim(migration)
+            if sim.phase is base.Phase.POSTCOPY:
+                raise self._refuse(migration, op,
+                                   'cannot abort migration in post-copy mode')
+            if sim.phase.terminal:
+                raise self._refuse(migration, op,
+                                   f'migration already {sim.phase.value}')
+            # A guest paused by force-complete stays paused; the pause of
+            # the final copy belongs to the migration and is undone.
+            state = PAUSED if sim.phase is base.Phase.PAUSED else RUNNING
+            sim.end_as(now, base.Phase.CANCELLED, (SOURCE, state))
+
+    def _force_complete(self, migration: base.Migration,
+                        mode: caps.ForceCompleteMode) -> None:
+        op = mode.operation
+        with self._lock:
+            sim, now = self._sim(migration)
+            if sim.phase.terminal:
+                raise self._refuse(migration, op,
+                                   f'migration already {sim.phase.value}')
+            if sim.phase is base.Phase.POSTCOPY:
+                raise self._refuse(migration, op,
+                                   'migration is already in post-copy mode')
+            if mode is caps.ForceCompleteMode.POSTCOPY:
+                if not sim.postcopy_capable:
+                    raise self._refuse(
+                        migration, op, 'migration was not started with '
+                                       'postcopy=True')
+                left = sim.outstanding(now)
+                sim.restart(now, left, sim.postcopy_bandwidth)
+                sim.phase = base.Phase.POSTCOPY
+                sim.location = (DESTINATION, RUNNING)
+                sim.final_copy = False
+                return
+            if sim.phase is base.Phase.PAUSED:
+                raise self._refuse(migration, op, 'guest is already paused')
+            if sim.final_copy:
+                return      # already paused by the final copy: nothing to do
+            left = sim.outstanding(now)
+            sim.restart(now, left, sim.bandwidth)
+            sim.phase, sim.location = base.Phase.PAUSED, (SOURCE, PAUSED)
+
+    def _resume_source(self, migration: base.Migration) -> None:
+        op = caps.Operation.FORCE_COMPLETE_PAUSE
+        with self._lock:
+            sim, _now = self._sim(migration)
+            if sim.phase not in (base.Phase.FAILED, base.Phase.CANCELLED):
+                raise self._refuse(migration, op,
+                                   f'migration is {sim.phase.value}, not '
+                                   f'failed or cancelled')
+            if sim.location != (SOURCE, PAUSED):
+                raise self._refuse(migration, op,
+                                   'guest is not paused on the source')
+            sim.location = (SOURCE, RUNNING)
+
+    # -- test helpers -----------------------------------------------------
+
+    def fail_migration(self, migration: base.Migration,
+                       message: str = 'simulated failure') -> None:
+        """Make a running migration FAILED now (a test helper).
+
+        The guest stays where it was: paused on the source after a pause,
+        paused on the destination after a failure in post-copy.
+        """
+        with self._lock:
+            sim, now = self._sim(migration)
+            if sim.phase.terminal:
+                raise self._refuse(migration, caps.Operation.ABORT,
+                                   f'migration already {sim.phase.value}')
+            if sim.phase is base.Phase.POSTCOPY:
+                where = (DESTINATION, PAUSED)
+            elif sim.phase is base.Phase.PAUSED:
+                where = (SOURCE, PAUSED)
+            else:
+                where = (SOURCE, RUNNING)
+            sim.end_as(now, base.Phase.FAILED, where)
+            sim.message = message

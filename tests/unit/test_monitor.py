@@ -1,0 +1,485 @@
+"""Tests of the timeout monitor."""
+
+import collections
+import logging
+import threading
+import time
+
+import ddt
+import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as cfg_fixture
+import testtools
+
+from lmcaps import capabilities as caps
+from lmcaps import conf as lmcaps_conf
+from lmcaps import events
+from lmcaps import exception
+from lmcaps import monitor
+from lmcaps import policy
+from lmcaps.drivers import base
+from lmcaps.drivers import fake
+
+P = base.Phase
+START = 1000.0
+
+
+class ManualClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedDriver(base.LiveMigrationDriver):
+    """A driver whose progress is scripted and whose calls are recorded.
+
+    :param script: phases returned by successive get_progress calls; then
+        :attr:`phase` is returned.  An exception in it is raised instead.
+    :param reactions: phase to take after a successful action
+        (``abort``, ``postcopy``, ``pause``, ``resume_source``).
+    """
+
+    name = 'scripted'
+
+    def __init__(self, conf, clock, support=None, script=(), reactions=None,
+                 errors=None, delay=0.0):
+        super().__init__(conf)
+        self.clock = clock
+        self.support = support or {}
+        self.script = collections.deque(script)
+        self.phase = P.PRECOPY
+        self.reactions = reactions or {}
+        self.errors = errors or {}
+        self.delay = delay
+        self.calls = []
+        self._lock = threading.Lock()
+        self._inflight = collections.Counter()
+        self.max_inflight = 0
+
+    @classmethod
+    def declare(cls):
+        return caps.Declaration(
+            cls.name, 'Scripted', {op: caps.complete() for op in
+                                   caps.Operation})
+
+    def _refine(self, declaration):
+        return declaration.refine('test-host', **{
+            op.value: caps.Capability(level, notes=f'{op.value} is '
+                                              f'{level.value}')
+            for op, level in self.support.items()})
+
+    def start_migration(self, spec):
+        return base.Migration(spec=spec, data_gib=4.0, started_at=self.clock())
+
+    def _call(self, migration, name):
+        with self._lock:
+            self.calls.append(name)
+            self._inflight[migration.id] += 1
+            self.max_inflight = max(self.max_inflight,
+                                    self._inflight[migration.id])
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            if name in self.errors:
+                raise self.errors[name]
+            if name in self.reactions:
+                self.phase = self.reactions[name]
+        finally:
+            with self._lock:
+                self._inflight[migration.id] -= 1
+
+    def count(self, name):
+        return self.calls.count(name)
+
+    def get_progress(self, migration):
+        self._call(migration, 'get_progress')
+        step = self.script.popleft() if self.script else self.phase
+        if isinstance(step, Exception):
+            raise step
+        return base.Progress(phase=step)
+
+    def _abort(self, migration):
+        self._call(migration, 'abort')
+
+    def _force_complete(self, migration, mode):
+        self._call(migration, mode.value)
+
+    def _resume_source(self, migration):
+        self._call(migration, 'resume_source')
+
+
+class MonitorTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = cfg.ConfigOpts()
+        lmcaps_conf.register_opts(self.conf)
+        self.conf([], project='lmcaps-test', default_config_files=[])
+        self.cfg = self.useFixture(cfg_fixture.Config(self.conf))
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name='lmcaps.monitor', level=logging.INFO))
+        self.clock = ManualClock()
+        self.store = events.MemoryEventStore()
+        self.monitor = monitor.TimeoutMonitor(
+            self.store, host='src', poll_interval=0.5, clock=self.clock)
+        self.addCleanup(self.monitor.stop)
+
+    def policy(self, data_gib=4.0, **request):
+        layers = [(policy.REQUEST, request)] if request else []
+        return policy.resolve(self.conf, data_gib, layers)
+
+    def driver(self, **kwargs):
+        return ScriptedDriver(self.conf, self.clock, **kwargs)
+
+    def watch(self, driver, pol, instance='inst-1'):
+        migration = driver.start_migration(base.MigrationSpec(instance, 'dst'))
+        return self.monitor.watch(driver, migration, pol,
+                                  instance_uuid=instance, request_id='req-1')
+
+    def at(self, elapsed):
+        """Move the clock to ``elapsed`` seconds after START and run timers."""
+        self.clock.now = START + elapsed
+        self.monitor.run_pending()
+
+    def events(self, name, instance='inst-1'):
+        return [ev for ev in self.store.list_events(instance)
+                if ev.event == name]
+
+
+@ddt.ddt
+class DeadlineTest(MonitorTestCase):
+
+    def test_elapsed_equal_to_timeout_does_not_fire(self):
+        driver = self.driver()
+        self.watch(driver, self.policy(completion_timeout=30))
+        self.at(29.999)
+        self.at(30.0)
+        self.assertEqual(0, driver.count('abort'))
+        self.assertEqual([], self.events(events.TIMEOUT_ACTION))
+        self.at(30.001)     # the re-check timer, before any poll
+        self.assertEqual(1, driver.count('abort'))
+
+    def test_deadline_is_a_timer_not_a_poll(self):
+        driver = self.driver()
+        self.monitor = monitor.TimeoutMonitor(
+            self.store, poll_interval=3600, clock=self.clock)
+        self.watch(driver, self.policy(completion_timeout=30))
+        self.at(30.0005)
+        self.assertEqual(1, driver.count('abort'))
+        self.assertEqual(1, driver.count('get_progress'))
+
+    def test_fires_once_however_often_polled(self):
+        driver = self.driver()      # ignores the abort: stays in pre-copy
+        watch = self.watch(driver, self.policy(completion_timeout=10))
+        for step in range(200):
+            self.at(10 + step * 0.5)
+        self.assertEqual(1, driver.count('abort'))
+        self.assertGreater(driver.count('get_progress'), 150)
+        self.assertEqual(1, len(self.events(events.TIMEOUT_ACTION)))
+        self.assertFalse(watch.done)
+
+    @ddt.unpack
+    @ddt.data((P.PRECOPY, 1), (P.PAUSED, 1), (P.POSTCOPY, 0))
+    def test_phase_at_the_deadline(self, phase, aborts):
+        driver = self.driver()
+        watch = self.watch(driver, self.policy(completion_timeout=10))
+        self.at(5)
+        driver.phase = phase
+        self.at(10.5)
+        self.at(60)
+        self.assertEqual(aborts, driver.count('abort'))
+        driver.phase = P.COMPLETED
+        self.at(61)
+        outcome = watch.wait(0)
+        self.assertEqual('abort' if aborts else None, outcome.action)
+        details = self.events(events.OUTCOME)[0].details
+        self.assertEqual(not aborts, 'in post-copy: no action' in details)
+
+    def test_never_fires_after_our_switch_to_postcopy(self):
+        self.cfg.config(permit_post_copy=True, group='lmcaps')
+        driver = self.driver(reactions={'postcopy': P.POSTCOPY})
+        watch = self.watch(driver, self.policy(
+            completion_timeout=10, timeout_action='force_complete'))
+        for step in range(40):
+            self.at(10 + step * 0.5)
+        self.assertEqual(1, driver.count('postcopy'))
+        self.assertEqual(0, driver.count('abort') + driver.count('pause'))
+        driver.phase = P.COMPLETED
+        self.at(40)
+        self.assertEqual(monitor.Outcome(
+            phase=P.COMPLETED, action='postcopy', action_error=None,
+            deadline=START + 10, fired_at=START + 10.5, resumed_source=False),
+            watch.wait(0))
+        self.assertEqual(events.SUCCESS,
+                         self.events(events.OUTCOME)[0].result)
+
+    def test_terminal_at_the_deadline_takes_no_action(self):
+        driver = self.driver()
+        driver.phase = P.COMPLETED
+        watch = self.watch(driver, self.policy(completion_timeout=10))
+        self.at(10.5)
+        self.assertEqual(0, driver.count('abort'))
+        self.assertIsNone(watch.wait(0).action)
+
+    def test_no_timeout_never_fires(self):
+        self.cfg.config(completion_timeout_per_gib=0, group='lmcaps')
+        driver = self.driver()
+        watch = self.watch(driver, self.policy())
+        for elapsed in (1, 10, 1000, 10 ** 6):
+            self.at(elapsed)
+        self.assertEqual(0, driver.count('abort'))
+        driver.phase = P.FAILED
+        self.at(10 ** 6 + 1)
+        outcome = watch.wait(0)
+        self.assertIsNone(outcome.action)
+        self.assertIsNone(outcome.deadline)
+        self.assertEqual([], self.events(events.TIMEOUT_ACTION))
+        self.assertEqual(events.ERROR, self.events(events.OUTCOME)[0].result)
+
+    @ddt.unpack
+    @ddt.data(({}, 40.0, 'config'),       # 10 s/GiB x 4 GiB
+              ({'completion_timeout': 5}, 5.0, 'request'))
+    def test_config_per_gib_or_per_instance(self, request, timeout, source):
+        self.cfg.config(completion_timeout_per_gib=10, group='lmcaps')
+        driver = self.driver()
+        watch = self.watch(driver, self.policy(**request))
+        self.at(timeout)
+        self.assertEqual(0, driver.count('abort'))
+        self.at(timeout + 0.01)
+        self.assertEqual(1, driver.count('abort'))
+        self.assertEqual(START + timeout, watch.policy.completion_timeout
+                         + watch.migration.started_at)
+        details = self.events(events.TIMEOUT_ACTION)[0].details
+        self.assertIn(f'completion_timeout: {timeout:g} s', details)
+        self.assertIn(f'completion_timeout={source}', details)
+        self.assertIn('action: abort', details)
+
+
+@ddt.ddt
+class ActionTest(MonitorTestCase):
+
+    @ddt.unpack
+    @ddt.data(
+        # permit, mode, postcopy support, pause support -> driver call
+        (True, 'auto', 'complete', 'complete', 'postcopy'),
+        (False, 'auto', 'complete', 'complete', 'pause'),
+        (True, 'auto', 'missing', 'complete', 'pause'),
+        (True, 'auto', 'partial', 'missing', 'postcopy'),
+        (False, 'postcopy', 'complete', 'complete', 'postcopy'),
+        (True, 'pause', 'complete', 'complete', 'pause'),
+    )
+    def test_force_complete_mode(self, permit, mode, postcopy, pause, call):
+        self.cfg.config(permit_post_copy=permit, group='lmcaps')
+        driver = self.driver(support={
+            caps.Operation.FORCE_COMPLETE_POSTCOPY: caps.Support(postcopy),
+            caps.Operation.FORCE_COMPLETE_PAUSE: caps.Support(pause)})
+        watch = self.watch(driver, self.policy(
+            completion_timeout=1, timeout_action='force_complete',
+            force_complete_mode=mode))
+        self.at(2)
+        self.assertEqual(1, driver.count(call))
+        self.assertEqual(call, watch._state.action)
+
+    def test_no_usable_force_complete_mode_is_recorded(self):
+        driver = self.driver(support={
+            caps.Operation.FORCE_COMPLETE_POSTCOPY: caps.Support.MISSING,
+            caps.Operation.FORCE_COMPLETE_PAUSE: caps.Support.UNKNOWN})
+        watch = self.watch(driver, self.policy(
+            completion_timeout=1, timeout_action='force_complete'))
+        self.at(2)
+        self.at(3)
+        self.assertEqual(0, driver.count('pause') + driver.count('postcopy'))
+        self.assertEqual('force_complete', watch._state.action)
+        ev = self.events(events.TIMEOUT_ACTION)[0]
+        self.assertEqual(events.ERROR, ev.result)
+        self.assertIn('neither post-copy nor pause', ev.details)
+
+    @ddt.unpack
+    @ddt.data(
+        (exception.OperationRefused(driver='scripted', operation='abort',
+                                    migration='m', reason='in post-copy'),
+         'in post-copy', False),
+        (RuntimeError('connection reset'), 'RuntimeError: connection reset',
+         True),
+    )
+    def test_failed_action_recorded_and_not_retried(self, error, reason,
+                                                    traceback):
+        driver = self.driver(errors={'abort': error})
+        watch = self.watch(driver, self.policy(completion_timeout=1))
+        for step in range(20):
+            self.at(1 + step)
+        self.assertEqual(1, driver.count('abort'))
+        [ev] = self.events(events.TIMEOUT_ACTION)
+        self.assertEqual(events.ERROR, ev.result)
+        self.assertIn(reason, ev.details)
+        self.assertEqual(traceback, bool(ev.traceback))
+        driver.phase = P.COMPLETED
+        self.at(30)
+        self.assertIn(reason, watch.wait(0).action_error)
+
+    def test_abort_declared_missing_is_recorded(self):
+        driver = self.driver(support={caps.Operation.ABORT:
+                                      caps.Support.MISSING})
+        self.watch(driver, self.policy(completion_timeout=1))
+        self.at(2)
+        self.at(3)
+        self.assertEqual(0, driver.count('abort'))
+        [ev] = self.events(events.TIMEOUT_ACTION)
+        self.assertEqual(events.ERROR, ev.result)
+        self.assertIn('does not support abort', ev.details)
+
+    @ddt.unpack
+    @ddt.data((P.FAILED, 1), (P.CANCELLED, 1), (P.COMPLETED, 0))
+    def test_pause_then_end(self, end, resumes):
+        driver = self.driver(reactions={'pause': P.PAUSED})
+        watch = self.watch(driver, self.policy(
+            completion_timeout=1, timeout_action='force_complete',
+            force_complete_mode='pause'))
+        self.at(2)
+        driver.phase = end
+        for step in range(5):
+            self.at(3 + step)
+        self.assertEqual(resumes, driver.count('resume_source'))
+        outcome = watch.wait(0)
+        self.assertEqual(('pause', end, bool(resumes)),
+                         (outcome.action, outcome.phase,
+                          outcome.resumed_source))
+        details = self.events(events.OUTCOME)[0].details
+        self.assertIn('resumed_source: ' + ('yes' if resumes else 'no'),
+                      details)
+
+    def test_abort_is_not_followed_by_resume(self):
+        driver = self.driver(reactions={'abort': P.CANCELLED})
+        watch = self.watch(driver, self.policy(completion_timeout=1))
+        self.at(2)
+        self.at(3)
+        self.assertEqual(0, driver.count('resume_source'))
+        self.assertEqual(P.CANCELLED, watch.wait(0).phase)
+        self.assertIn('guest: source (running)',
+                      self.events(events.OUTCOME)[0].details)
+
+    def test_get_progress_crash_is_retried_at_next_poll(self):
+        driver = self.driver(script=[RuntimeError('boom')] * 3)
+        self.watch(driver, self.policy(completion_timeout=1))
+        self.at(1.5)        # deadline check crashes: no blind action
+        self.assertEqual(0, driver.count('abort'))
+        for step in range(4):
+            self.at(2 + step * 0.5)
+        self.assertEqual(1, driver.count('abort'))
+        self.assertEqual(3, self.log.output.count('get_progress failed'))
+
+
+class LifecycleTest(MonitorTestCase):
+
+    def test_from_conf(self):
+        self.cfg.config(monitor_poll_interval=0.25, monitor_workers=3,
+                        host='cmp-7', group='lmcaps')
+        mon = monitor.TimeoutMonitor.from_conf(self.conf, self.store)
+        self.assertEqual((0.25, 3, 'cmp-7'),
+                         (mon.poll_interval, mon.workers, mon.host))
+
+    def test_watch_twice_is_refused(self):
+        driver = self.driver()
+        watch = self.watch(driver, self.policy())
+        self.assertRaises(exception.MonitorError, self.monitor.watch, driver,
+                          watch.migration, watch.policy, instance_uuid='i',
+                          request_id='r')
+
+    def test_stop_ends_watches_with_last_phase(self):
+        driver = self.driver()
+        watch = self.watch(driver, self.policy(completion_timeout=100))
+        self.assertIsNone(watch.wait(0))
+        self.at(1)
+        self.monitor.stop()
+        self.assertTrue(watch.done)
+        self.assertEqual(P.PRECOPY, watch.wait(0).phase)
+        self.assertEqual([], self.store.list_events('inst-1'))
+        self.assertRaises(exception.MonitorError, self.watch, driver,
+                          self.policy())
+
+    def test_run_pending_refused_when_started(self):
+        with monitor.TimeoutMonitor(self.store) as mon:
+            self.assertRaises(exception.MonitorError, mon.run_pending)
+
+
+class ThreadedTest(MonitorTestCase):
+    """The real scheduler thread and workers, on the real clock."""
+
+    def setUp(self):
+        super().setUp()
+        self.cfg.config(permit_post_copy=True, group='lmcaps')
+        self.monitor = monitor.TimeoutMonitor(self.store, host='src',
+                                              poll_interval=0.02, workers=4)
+        self.addCleanup(self.monitor.stop)
+        self.monitor.start()
+        self.fake = fake.FakeDriver(self.conf)
+        self.cfg.config(dirty_rate_mib=2000.0, time_scale=10.0,
+                        group='lmcaps_fake')
+
+    def watch_fake(self, instance, postcopy=False, **request):
+        migration = self.fake.start_migration(base.MigrationSpec(
+            instance, 'dst', postcopy=postcopy))
+        return self.monitor.watch(self.fake, migration,
+                                  self.policy(**request),
+                                  instance_uuid=instance, request_id='req')
+
+    def test_many_concurrent_migrations_each_fire_once(self):
+        watches = [self.watch_fake(f'inst-{i}',
+                                   completion_timeout=0.1 + i * 0.004)
+                   for i in range(60)]
+        outcomes = [w.wait(10) for w in watches]
+        for i, (watch, outcome) in enumerate(zip(watches, outcomes)):
+            self.assertEqual((P.CANCELLED, 'abort', None),
+                             (outcome.phase, outcome.action,
+                              outcome.action_error))
+            self.assertGreater(outcome.fired_at, outcome.deadline)
+            self.assertLess(outcome.fired_at - outcome.deadline, 0.5)
+            self.assertEqual(1, len(self.events(events.TIMEOUT_ACTION,
+                                                f'inst-{i}')))
+            self.assertEqual(('source', 'running'),
+                             self.fake.guest_location(watch.migration))
+
+    def test_fake_postcopy_completes_on_destination(self):
+        watch = self.watch_fake('inst-1', postcopy=True,
+                                completion_timeout=0.05,
+                                timeout_action='force_complete')
+        outcome = watch.wait(10)
+        self.assertEqual((P.COMPLETED, 'postcopy'),
+                         (outcome.phase, outcome.action))
+        self.assertEqual(('destination', 'running'),
+                         self.fake.guest_location(watch.migration))
+
+    def test_fake_pause_then_failure_resumes_once(self):
+        watch = self.watch_fake('inst-1', completion_timeout=0.05,
+                                timeout_action='force_complete',
+                                force_complete_mode='pause')
+        deadline = time.monotonic() + 5
+        while self.fake.get_progress(watch.migration).phase is not P.PAUSED:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.005)
+        self.fake.fail_migration(watch.migration, 'link down')
+        outcome = watch.wait(10)
+        self.assertEqual((P.FAILED, 'pause', True),
+                         (outcome.phase, outcome.action,
+                          outcome.resumed_source))
+        self.assertEqual(('source', 'running'),
+                         self.fake.guest_location(watch.migration))
+
+    def test_one_driver_call_at_a_time_per_migration(self):
+        driver = ScriptedDriver(self.conf, time.monotonic, delay=0.03)
+        crashing = ScriptedDriver(self.conf, time.monotonic,
+                                  errors={'get_progress': RuntimeError('x')})
+        watches = [self.watch(d, self.policy(completion_timeout=0.05),
+                              instance=f'inst-{i}')
+                   for i, d in enumerate((driver, crashing))]
+        time.sleep(0.3)
+        driver.phase = P.CANCELLED
+        self.assertIsNotNone(watches[0].wait(5))
+        self.assertEqual(1, driver.max_inflight)
+        self.assertEqual(1, driver.count('abort'))
+        self.assertGreater(crashing.count('get_progress'), 3)
+        self.assertFalse(watches[1].done)
