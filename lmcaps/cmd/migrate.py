@@ -1,0 +1,150 @@
+"""``lmcaps migrate``: one live migration under lmcaps's pre-checks and monitor.
+
+Like ``virsh migrate --timeout N --timeout-suspend|--timeout-postcopy``,
+plus abort as an action, early refusal of what this host cannot do, and
+instance action events.  Exit codes: 0 completed, 3 aborted/cancelled,
+4 failed; 1 refused by a pre-check or a driver error, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from cliff import show
+
+from lmcaps.cmd import check as check_cmd
+from lmcaps.cmd import main as cli_main
+
+LOG = logging.getLogger(__name__)
+MIB = 1024 ** 2
+
+
+class ProgressView:
+    """Live progress: a bar on a terminal, a log line otherwise."""
+
+    def __init__(self, stream: TextIO, every: float = 5.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every = every
+        self._last = 0.0
+
+    def __call__(self, migration: Any, progress: Any,
+                 left: float | None) -> None:
+        total = progress.data_total or 0
+        done = progress.data_processed or 0
+        remaining = progress.data_remaining
+        rate = progress.transfer_rate
+        parts = [f'{progress.phase.value:9}']
+        if remaining is not None:
+            parts.append(f'{remaining / MIB:8.1f} MiB left')
+        if rate:
+            parts.append(f'{rate / MIB:6.1f} MiB/s')
+        if progress.iteration:
+            parts.append(f'pass {progress.iteration}')
+        parts.append('no deadline' if left is None else
+                     f'deadline in {left:6.1f} s' if left > 0 else
+                     f'deadline passed {-left:5.1f} s ago')
+        text = '  '.join(parts)
+        if self.tty:
+            width = 24
+            filled = int(width * done / total) if total else 0
+            bar = '#' * filled + '-' * (width - filled)
+            self.stream.write(f'\r[{bar}] {text}\x1b[K')
+            self.stream.flush()
+        elif time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            self.stream.write(f'{migration.spec.instance}: {text}\n')
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write('\n')
+            self.stream.flush()
+
+
+class Migrate(show.ShowOne):
+    """Live-migrate a guest with a per-instance timeout and action."""
+
+    def get_epilog(self) -> str:
+        return ''
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument('instance', metavar='DOMAIN',
+                            help='Guest to migrate (libvirt domain name or '
+                                 'UUID).')
+        parser.add_argument('--dest', required=True, metavar='URI',
+                            help='Destination, e.g. qemu+tcp://host2/system.')
+        parser.add_argument('--driver', metavar='NAME',
+                            help='Driver; default: [lmcaps] driver.')
+        parser.add_argument('--migrate-uri', metavar='URI',
+                            help='Address the guest data goes to, e.g. '
+                                 'tcp://10.0.0.2 (libvirt migrate_uri).')
+        parser.add_argument('--bandwidth', metavar='MIB/S', type=int,
+                            help='Bandwidth cap in MiB/s.')
+        parser.add_argument('--block-migration', action='store_true',
+                            help='Copy local disks too.')
+        parser.add_argument('--completion-timeout', metavar='SECONDS',
+                            type=check_cmd._number_or_text,
+                            help='Absolute seconds before the timeout action '
+                                 'fires; 0 = never; default from [lmcaps] '
+                                 'completion_timeout_per_gib.')
+        parser.add_argument('--timeout-action', metavar='ACTION',
+                            help='abort or force_complete.')
+        parser.add_argument('--force-complete-mode', metavar='MODE',
+                            help='auto, postcopy or pause.')
+        parser.add_argument('--request-id', metavar='ID')
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[Iterable[str], Iterable[Any]]:
+        from lmcaps import conf as lmcaps_conf
+        from lmcaps import drivers
+        from lmcaps import events_sql
+        from lmcaps import migrate as lmcaps_migrate
+        from lmcaps import request as lmcaps_request
+        from lmcaps.drivers import base
+
+        conf = self.app.conf
+        body = lmcaps_request.validate({k: v for k, v in {
+            'completion_timeout': parsed_args.completion_timeout,
+            'timeout_action': parsed_args.timeout_action,
+            'force_complete_mode': parsed_args.force_complete_mode,
+        }.items() if v is not None})
+        name = parsed_args.driver or conf[lmcaps_conf.GROUP].driver
+        driver = drivers.load(name, conf)
+        cli_main.check_values(conf, driver.group, driver.list_opts())
+        options = {}
+        if parsed_args.migrate_uri:
+            options['migrate_uri'] = parsed_args.migrate_uri
+        spec = base.MigrationSpec(
+            instance=parsed_args.instance, destination=parsed_args.dest,
+            block_migration=parsed_args.block_migration,
+            bandwidth_mib=parsed_args.bandwidth, options=options)
+        store = events_sql.SQLEventStore.from_conf(conf)
+        view = ProgressView(sys.stderr)
+        try:
+            driver.connect()
+            summary = lmcaps_migrate.run(
+                conf, driver, spec, body, store,
+                request_id=parsed_args.request_id, on_progress=view)
+        finally:
+            view.close()
+            driver.close()
+            store.close()
+        self.exit_code = lmcaps_migrate.EXIT_CODES.get(summary.outcome, 4)
+        self.app.stderr.write(summary.line() + '\n')
+        data = summary.as_dict()
+        data['policy'] = ', '.join(f'{k}={v}' for k, v in
+                                   summary.policy.items() if k != 'sources')
+        return tuple(data), tuple(data.values())
+
+    def run(self, parsed_args: argparse.Namespace) -> int:
+        self.exit_code = 0
+        super().run(parsed_args)
+        return self.exit_code

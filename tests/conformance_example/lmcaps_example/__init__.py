@@ -1,0 +1,1 @@
+"""Example out-of-tree lmcaps drivers (see README.rst)."""
