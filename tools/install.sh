@@ -24,7 +24,7 @@ if [ -n "$missing" ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q --upgrade pip setuptools wheel
 extras="libvirt"
 [ "$with_tests" = 1 ] && extras="libvirt,test"
 .venv/bin/pip install -q -e ".[$extras]"

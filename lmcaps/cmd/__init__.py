@@ -1,0 +1,1 @@
+"""The ``lmcaps`` command line (cliff); commands in ``lmcaps.cli``."""

@@ -1,0 +1,53 @@
+"""``lmcaps events``: the instance action events recorded for an instance."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+
+from cliff import lister
+
+COLUMNS = ('Request ID', 'Action', 'Event', 'Result', 'Start Time',
+           'Finish Time', 'Host', 'Details')
+
+
+class Events(lister.Lister):
+    """List the instance action events of an instance, oldest first."""
+
+    def get_epilog(self) -> str:
+        return ''
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument('instance', metavar='INSTANCE',
+                            help='Instance UUID.')
+        parser.add_argument('--request-id', metavar='ID',
+                            help='Only the events of this request.')
+        parser.add_argument('--long', action='store_true',
+                            help='Also show the traceback column.')
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[tuple[str, ...], Iterable[tuple]]:
+        from lmcaps import events_sql  # SQLAlchemy only for this command
+
+        store = events_sql.SQLEventStore.from_conf(self.app.conf)
+        try:
+            records = store.list_events(parsed_args.instance)
+        finally:
+            store.close()
+        if parsed_args.request_id:
+            records = [r for r in records
+                       if r.request_id == parsed_args.request_id]
+        columns = COLUMNS + (('Traceback',) if parsed_args.long else ())
+        rows = []
+        for r in records:
+            row = (r.request_id, r.action, r.event, r.result,
+                   _time(r.start_time), _time(r.finish_time), r.host,
+                   r.details)
+            rows.append(row + ((r.traceback,) if parsed_args.long else ()))
+        return columns, rows
+
+
+def _time(value: object) -> str | None:
+    return value.isoformat() if value is not None else None

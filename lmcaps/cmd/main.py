@@ -1,0 +1,218 @@
+"""The ``lmcaps`` command: a cliff App over the ``lmcaps.cli`` commands.
+
+Errors a user can fix are printed as one line, ``lmcaps: error: ...``, with
+no traceback (``--debug`` adds it).  Exit codes: 0 success; 1 the operation
+failed (a pre-check refused, the event store is unusable, a driver failed);
+2 the input is wrong (arguments, request, configuration file or value,
+unknown driver or check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from cliff import app
+from cliff import command
+from cliff import commandmanager
+from oslo_config import cfg
+
+import lmcaps
+from lmcaps import conf as lmcaps_conf
+from lmcaps import exception
+
+#: Errors that mean "your input is wrong": exit code 2.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    cfg.Error, exception.InvalidRequest, exception.DriverNotFound,
+    exception.CheckNotFound)
+
+# oslo.config's message names the source as LocationInfo(...); say the file.
+_VALUE_ERROR_RE = re.compile(
+    r"Value for option \S+ from LocationInfo\(.*?detail='(?P<file>.*?)'\)"
+    r" is not valid: (?P<why>.*)", re.S)
+
+# cliff reports command errors on this logger; we print them ourselves.
+_CLIFF_ERRORS = logging.getLogger('lmcaps-cli-errors')
+_CLIFF_ERRORS.addHandler(logging.NullHandler())
+_CLIFF_ERRORS.propagate = False
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line; unexpected errors name their type."""
+    if isinstance(exc, exception.LmcapsException):
+        text = exc.message
+    elif isinstance(exc, cfg.Error):
+        text = str(exc)
+    else:
+        text = (f'{type(exc).__name__}: {exc} (run with --debug for the '
+                f'traceback)')
+    return ' '.join(text.split())
+
+
+def exit_code(exc: BaseException) -> int:
+    return 2 if isinstance(exc, USAGE_ERRORS) else 1
+
+
+def load_conf(config_files: Sequence[str]) -> cfg.ConfigOpts:
+    """A private ConfigOpts with ``[lmcaps]`` registered and checked.
+
+    :param config_files: files to read; none means oslo.config's default
+        search (``/etc/lmcaps/lmcaps.conf`` ...).
+    :raises: oslo_config.cfg.Error for a missing or unparsable file or a
+        bad value of an ``[lmcaps]`` option.
+    """
+    conf = cfg.ConfigOpts()
+    lmcaps_conf.register_opts(conf)
+    conf(args=[], project='lmcaps', version=lmcaps.__version__,
+         default_config_files=list(config_files) or None)
+    check_values(conf, lmcaps_conf.GROUP, lmcaps_conf.lmcaps_opts)
+    return conf
+
+
+def check_values(conf: cfg.ConfigOpts, group: str,
+                 opts: Sequence[cfg.Opt]) -> None:
+    """Read every option of ``group`` so that a bad value fails now.
+
+    :raises: oslo_config.cfg.ConfigFileValueError naming the group, the
+        option, the file and what is allowed.
+    """
+    for opt in opts:
+        try:
+            conf[group][opt.dest]
+        except cfg.ConfigFileValueError as exc:
+            match = _VALUE_ERROR_RE.match(str(exc))
+            if not match:
+                raise
+            raise cfg.ConfigFileValueError(
+                f'bad value for [{group}] {opt.dest} in {match["file"]}: '
+                f'{match["why"]}') from exc
+
+
+class LmcapsApp(app.App):
+    """Live-migration capabilities, pre-checks and events."""
+
+    NAME = 'lmcaps'
+    LOG = _CLIFF_ERRORS
+
+    def __init__(self) -> None:
+        super().__init__(
+            description='Live-migration driver capabilities, pre-checks and '
+                        'instance action events (lmcaps).',
+            version=lmcaps.__version__,
+            command_manager=commandmanager.CommandManager('lmcaps.cli'),
+            deferred_help=True)
+        self.conf: cfg.ConfigOpts | None = None
+        self.error: BaseException | None = None
+        self._handlers: list[logging.Handler] = []
+        self._saved_level = logging.NOTSET
+
+    def build_option_parser(self, description: str | None,
+                            version: str | None,
+                            argparse_kwargs: dict[str, Any] | None = None
+                            ) -> argparse.ArgumentParser:
+        parser = super().build_option_parser(description, version,
+                                             argparse_kwargs)
+        parser.add_argument(
+            '--config-file', action='append', dest='config_files',
+            default=[], metavar='PATH',
+            help='Configuration file to read (repeatable); default: '
+                 "oslo.config's search for lmcaps.conf "
+                 '(~/.lmcaps/, ~/, /etc/lmcaps/, /etc/).')
+        return parser
+
+    def configure_logging(self) -> None:
+        """Log ``lmcaps`` messages to stderr; leave the root logger alone."""
+        level = {0: logging.ERROR, 1: logging.WARNING,
+                 2: logging.INFO}.get(self.options.verbose_level,
+                                      logging.DEBUG)
+        handler: logging.Handler = logging.StreamHandler(self.stderr)
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter('lmcaps: %(message)s'))
+        self._handlers.append(handler)
+        if self.options.log_file:
+            file_handler = logging.FileHandler(self.options.log_file)
+            file_handler.setFormatter(
+                logging.Formatter(self.LOG_FILE_MESSAGE_FORMAT))
+            self._handlers.append(file_handler)
+        logger = logging.getLogger('lmcaps')
+        self._saved_level = logger.level
+        logger.setLevel(logging.DEBUG if self.options.log_file else level)
+        for h in self._handlers:
+            logger.addHandler(h)
+
+    def initialize_app(self, argv: list[str]) -> None:
+        try:
+            self.conf = load_conf(self.options.config_files)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def interact(self) -> None:
+        """No command given: print the help (no interactive shell)."""
+        self.stderr.write('lmcaps: error: no command given\n')
+        self.parser.print_usage(self.stderr)
+        self.stderr.write("Run 'lmcaps --help' for the commands.\n")
+
+    def clean_up(self, cmd: command.Command, result: int,
+                 err: BaseException | None) -> None:
+        if err is not None and not isinstance(err, BrokenPipeError):
+            self.error = err
+
+    def close(self) -> None:
+        """Remove the log handlers this run added."""
+        if not self._handlers:
+            return
+        logger = logging.getLogger('lmcaps')
+        for h in self._handlers:
+            logger.removeHandler(h)
+            h.close()
+        self._handlers.clear()
+        logger.setLevel(self._saved_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    application = LmcapsApp()
+    try:
+        code = application.run(argv)
+        if application.interactive_mode:
+            code = 2
+    except SystemExit as exc:  # argparse: usage already printed
+        code = exc.code if isinstance(exc.code, int) else (
+            0 if exc.code is None else 2)
+    except Exception as exc:  # only with --debug does cliff re-raise
+        application.error = exc
+        code = 1
+    finally:
+        application.close()
+    if code == app._SIGPIPE_EXIT:
+        _silence_stdout()
+    err = application.error
+    if err is not None:
+        if getattr(application, 'options', None) is not None and \
+                application.options.debug:
+            traceback.print_exception(err, file=application.stderr)
+        application.stderr.write(f'lmcaps: error: {one_line(err)}\n')
+        application.stderr.flush()
+        code = exit_code(err)
+    return code
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``lmcaps report | head``), drop further output."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file (tests): nothing to flush at exit
+
+
+if __name__ == '__main__':
+    sys.exit(main())

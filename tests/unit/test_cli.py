@@ -1,0 +1,316 @@
+"""Tests of the ``lmcaps`` command line, run in-process through main()."""
+
+from __future__ import annotations
+
+import configparser
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+
+import ddt
+import fixtures
+from oslotest import base as test_base
+
+from lmcaps import capabilities as caps
+from lmcaps import drivers
+from lmcaps import events
+from lmcaps import report
+from lmcaps.cmd import main as cli_main
+from tests.unit import test_report
+
+INSTANCE = str(uuid.UUID(int=42))
+
+
+class CLITestCase(test_base.BaseTestCase):
+    """Runs ``main(argv)`` on a config file in a temporary directory."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.config = os.path.join(self.dir, 'lmcaps.conf')
+        self.write_config()
+
+    def write_config(self, **sections: dict[str, str]) -> None:
+        """Write the config file: ``[lmcaps]`` defaults plus ``sections``."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser['lmcaps'] = {'state_path': os.path.join(self.dir, 'state'),
+                            'driver': 'fake', 'host': 'cli-host'}
+        for name, values in sections.items():
+            parser.setdefault(name, {})
+            parser[name].update(values)
+        with open(self.config, 'w') as f:
+            parser.write(f)
+
+    def lmcaps(self, *argv: str) -> tuple[int, str, str]:
+        """Run the command; returns (exit code, stdout, stderr)."""
+        out, err = io.StringIO(), io.StringIO()
+        with fixtures.MonkeyPatch('sys.stdout', out), \
+                fixtures.MonkeyPatch('sys.stderr', err):
+            code = cli_main.main(['--config-file', self.config, *argv])
+        return code, out.getvalue(), err.getvalue()
+
+    def json_out(self, *argv: str) -> list[dict]:
+        code, out, err = self.lmcaps(*argv, '-f', 'json')
+        self.assertEqual(0, code, err)
+        return json.loads(out)
+
+
+class ReportTest(CLITestCase):
+    def test_json_lists_every_installed_driver_and_operation(self) -> None:
+        rows = self.json_out('report')
+        classes = drivers.driver_classes()
+        self.assertEqual(
+            {(name, op.value, cls.declare().support(op).value)
+             for name, cls in classes.items() for op in caps.Operation},
+            {(r['Driver'], r['Operation'], r['Support']) for r in rows})
+        self.assertEqual(len(classes) * len(caps.Operation), len(rows))
+        self.assertEqual(set(drivers.available()),
+                         {r['Driver'] for r in rows})
+        self.assertEqual(list(report.COLUMNS), list(rows[0]))
+
+    def test_driver_filter(self) -> None:
+        rows = self.json_out('report', '--driver', 'fake')
+        self.assertEqual({'fake'}, {r['Driver'] for r in rows})
+        self.assertEqual(len(caps.Operation), len(rows))
+
+    def test_ini(self) -> None:
+        code, out, err = self.lmcaps('report', '--ini')
+        self.assertEqual((0, ''), (code, err))
+        test_report.assert_ini_matches(self, out, report.declarations())
+
+    def test_other_formats(self) -> None:
+        code, out, _ = self.lmcaps('report', '--driver', 'fake', '-f', 'csv')
+        self.assertEqual(0, code)
+        self.assertEqual('"Driver","Operation","Support","Notes","Requires",'
+                         '"Condition"', out.splitlines()[0])
+        self.assertEqual(1 + len(caps.Operation), len(out.splitlines()))
+        code, out, _ = self.lmcaps('report', '--driver', 'fake', '-f',
+                                   'value', '-c', 'Operation')
+        self.assertEqual([op.value for op in caps.Operation],
+                         out.split())
+        code, out, _ = self.lmcaps('report', '--driver', 'fake', '-f',
+                                   'yaml')
+        self.assertIn('Driver: fake', out)
+        code, out, _ = self.lmcaps('report', '--driver', 'fake')
+        self.assertIn('| Driver', out)
+
+    def test_unknown_driver(self) -> None:
+        code, out, err = self.lmcaps('report', '--driver', 'nope')
+        self.assertEqual((2, ''), (code, out))
+        self.assertEqual(["lmcaps: error: Unknown lmcaps driver 'nope'; "
+                          f"installed drivers: "
+                          f"{', '.join(drivers.available())}"],
+                         err.splitlines())
+
+    def test_help_lists_the_commands(self) -> None:
+        code, out, err = self.lmcaps('--help')
+        self.assertEqual(0, code, err)
+        for name in ('check', 'events', 'report'):
+            self.assertIn(f'\n  {name} ', out)
+
+    def test_no_command_is_a_usage_error(self) -> None:
+        code, out, err = self.lmcaps()
+        self.assertEqual(2, code)
+        self.assertEqual('lmcaps: error: no command given',
+                         err.splitlines()[0])
+
+    def test_log_handlers_are_removed(self) -> None:
+        logger = logging.getLogger('lmcaps')
+        before = (list(logger.handlers), logger.level)
+        self.lmcaps('report')
+        self.lmcaps('report', '--driver', 'nope')
+        self.assertEqual(before, (list(logger.handlers), logger.level))
+
+
+class CheckAndEventsTest(CLITestCase):
+    def test_passing_check_records_success_event(self) -> None:
+        code, out, err = self.lmcaps(
+            'check', '--instance', INSTANCE, '--request-id', 'req-1',
+            '--completion-timeout', '600', '--timeout-action', 'abort',
+            '-f', 'json')
+        self.assertEqual((0, ''), (code, err))
+        verdicts = json.loads(out)
+        self.assertEqual(['driver_support', 'post_copy', 'timeout_bounds'],
+                         [v['Check'] for v in verdicts])
+        self.assertEqual({'pass'}, {v['Result'] for v in verdicts})
+        [ev] = self.json_out('events', INSTANCE)
+        self.assertEqual(('req-1', events.PRECHECK, events.SUCCESS,
+                          'cli-host', '3 checks passed'),
+                         (ev['Request ID'], ev['Event'], ev['Result'],
+                          ev['Host'], ev['Details']))
+        self.assertTrue(ev['Finish Time'])
+
+    def test_refused_check_exits_1_and_records_why(self) -> None:
+        self.write_config(lmcaps_fake={'abort': 'missing'})
+        code, out, err = self.lmcaps(
+            'check', '--instance', INSTANCE, '--request-id', 'req-2',
+            '--request', '{"completion_timeout": 60, '
+                         '"timeout_action": "abort"}')
+        self.assertEqual(1, code)
+        self.assertIn('| driver_support | fail', out)
+        [line] = err.splitlines()
+        self.assertTrue(line.startswith(
+            f'lmcaps: error: Live migration of {INSTANCE} refused: '
+            'driver_support: '), line)
+        self.assertIn('abort is missing for driver fake', line)
+        [ev] = self.json_out('events', INSTANCE, '--long')
+        self.assertEqual(('req-2', events.ERROR),
+                         (ev['Request ID'], ev['Result']))
+        self.assertIn('abort is missing for driver fake', ev['Details'])
+        self.assertIn('Traceback', ev)
+
+    def test_events_filter_by_request(self) -> None:
+        for req in ('req-a', 'req-b'):
+            self.assertEqual(0, self.lmcaps('check', '--instance', INSTANCE,
+                                            '--request-id', req)[0])
+        rows = self.json_out('events', INSTANCE, '--request-id', 'req-b')
+        self.assertEqual(['req-b'], [r['Request ID'] for r in rows])
+        self.assertEqual([], self.json_out('events', str(uuid.uuid4())))
+
+
+@ddt.ddt
+class BadInputTest(CLITestCase):
+    """Every user error: one line on stderr, non-zero, no traceback."""
+
+    def assertOneLineError(self, code: int, err: str, expected_code: int,
+                           fragment: str) -> None:
+        self.assertEqual(expected_code, code, err)
+        lines = err.splitlines()
+        self.assertEqual(1, len(lines), err)
+        self.assertTrue(lines[0].startswith('lmcaps: error: '), lines[0])
+        self.assertIn(fragment, lines[0])
+        self.assertNotIn('Traceback', err)
+
+    @ddt.data(
+        (['--request', '{"completion_timeout": 60,'], 'not valid JSON'),
+        (['--request', '[1]'], 'must be a JSON object'),
+        (['--request', '{"completion_timeout": 60, "colour": "red"}'],
+         "unknown field(s) 'colour'"),
+        (['--timeout-action', 'explode'],
+         "timeout_action: 'explode' is not allowed; allowed values: abort, "
+         "force_complete"),
+        (['--force-complete-mode', 'fast'], "'fast' is not allowed"),
+        (['--completion-timeout', 'soon'], 'must be of type integer'),
+        (['--completion-timeout', '-5'], 'out of range'),
+        (['--request', '{}', '--timeout-action', 'abort'],
+         'give either --request or'),
+        (['--driver', 'nope'], "Unknown lmcaps driver 'nope'"),
+    )
+    @ddt.unpack
+    def test_bad_request_or_driver(self, args: list[str],
+                                   fragment: str) -> None:
+        code, out, err = self.lmcaps('check', '--instance', INSTANCE, *args)
+        self.assertOneLineError(code, err, 2, fragment)
+        self.assertEqual('', out)
+
+    @ddt.data(
+        ({'lmcaps': {'enabled_checks': 'driver_support,nope'}},
+         "Unknown pre-check 'nope'", 2),
+        ({'lmcaps': {'timeout_action': 'explode'}},
+         "bad value for [lmcaps] timeout_action in {config}: Valid values "
+         "are [abort, force_complete], but found 'explode'", 2),
+        ({'lmcaps': {'completion_timeout_per_gib': 'lots'}},
+         'bad value for [lmcaps] completion_timeout_per_gib in {config}', 2),
+        ({'lmcaps_fake': {'abort': 'sometimes'}},
+         "bad value for [lmcaps_fake] abort in {config}: Valid values are "
+         "[complete, partial, missing, unknown], but found 'sometimes'", 2),
+    )
+    @ddt.unpack
+    def test_bad_configuration(self, sections: dict, fragment: str,
+                               expected: int) -> None:
+        self.write_config(**sections)
+        code, out, err = self.lmcaps('check', '--instance', INSTANCE)
+        self.assertOneLineError(code, err, expected,
+                                fragment.format(config=self.config))
+
+    def test_bad_config_value_fails_every_command(self) -> None:
+        self.write_config(lmcaps={'max_completion_timeout': '-1'})
+        code, _, err = self.lmcaps('report')
+        self.assertOneLineError(code, err, 2, 'max_completion_timeout')
+
+    def test_missing_config_file(self) -> None:
+        missing = os.path.join(self.dir, 'missing.conf')
+        out, err = io.StringIO(), io.StringIO()
+        with fixtures.MonkeyPatch('sys.stdout', out), \
+                fixtures.MonkeyPatch('sys.stderr', err):
+            code = cli_main.main(['--config-file', missing, 'report'])
+        self.assertOneLineError(code, err.getvalue(), 2, missing)
+
+    def test_unparsable_config_file(self) -> None:
+        with open(self.config, 'w') as f:
+            f.write('[lmcaps\nthis is not ini\n')
+        code, _, err = self.lmcaps('report')
+        self.assertOneLineError(code, err, 2, self.config)
+
+    @ddt.data('corrupt', 'directory', 'parent-is-a-file')
+    def test_unusable_event_store(self, how: str) -> None:
+        path = os.path.join(self.dir, 'events.sqlite')
+        if how == 'corrupt':
+            with open(path, 'wb') as f:
+                f.write(b'garbage' * 200)
+            reason = 'file is not a database'
+        elif how == 'directory':
+            os.mkdir(path)
+            reason = 'is a directory'
+        else:
+            with open(path, 'w') as f:
+                f.write('x')
+            path = os.path.join(path, 'sub', 'ev.sqlite')
+            reason = 'cannot create directory'
+        self.write_config(lmcaps={'event_connection': f'sqlite:///{path}'})
+        for argv in (['events', INSTANCE], ['check', '--instance', INSTANCE]):
+            code, out, err = self.lmcaps(*argv)
+            self.assertOneLineError(code, err, 1, reason)
+            self.assertIn('Event store sqlite:///', err)
+
+    def test_password_not_shown(self) -> None:
+        self.write_config(lmcaps={
+            'event_connection': 'mysql+nosuchdriver://lm:s3cret@db/lmcaps'})
+        code, _, err = self.lmcaps('events', INSTANCE)
+        self.assertOneLineError(code, err, 1, 'lm:***@db/lmcaps')
+        self.assertNotIn('s3cret', err)
+
+    def test_unexpected_error_one_line_and_traceback_with_debug(self) -> None:
+        self.useFixture(fixtures.MockPatch(
+            'lmcaps.report.declarations', side_effect=RuntimeError('bug')))
+        code, _, err = self.lmcaps('report')
+        self.assertOneLineError(code, err, 1, 'RuntimeError: bug')
+        self.assertIn('--debug', err)
+        code, _, err = self.lmcaps('--debug', 'report')
+        self.assertEqual(1, code)
+        self.assertIn('Traceback', err)
+        self.assertEqual('lmcaps: error: RuntimeError: bug (run with --debug '
+                         'for the traceback)', err.splitlines()[-1])
+
+
+class EntryScriptTest(CLITestCase):
+    """``python -m lmcaps`` and the imports of ``lmcaps report``."""
+
+    def run_python(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], capture_output=True,
+                              text=True, timeout=60, cwd=self.dir)
+
+    def test_python_m_lmcaps(self) -> None:
+        proc = self.run_python('-m', 'lmcaps', '--config-file', self.config,
+                               'report', '-f', 'json', '--driver', 'fake')
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        self.assertEqual(len(caps.Operation), len(json.loads(proc.stdout)))
+        proc = self.run_python('-m', 'lmcaps', '--version')
+        self.assertEqual('lmcaps 0.1.0', proc.stdout.strip())
+
+    def test_report_imports_no_client_nova_or_database(self) -> None:
+        proc = self.run_python('-X', 'importtime', '-m', 'lmcaps.cmd.main',
+                               '--config-file', self.config, 'report')
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        modules = [line.split('|')[-1].strip()
+                   for line in proc.stderr.splitlines()
+                   if line.startswith('import time:')]
+        self.assertIn('lmcaps.report', modules)
+        self.assertEqual([], test_report.forbidden_modules(modules))
+        heavy = [m for m in modules
+                 if m.split('.')[0] in ('sqlalchemy', 'jsonschema', 'cmd2')]
+        self.assertEqual([], heavy)
