@@ -90,7 +90,16 @@ def _script(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
     test.assertIs(cli_main.main, obj)
 
 
+def _backend(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
+             obj: object) -> None:
+    from lmcaps.conformance import backend
+    test.assertTrue(isinstance(obj, type) and
+                    issubclass(obj, backend.Backend), obj)
+    test.assertIn(ep.name, installed()['lmcaps.drivers'])
+
+
 KINDS: dict[str, Callable] = {
+    'lmcaps.conformance.backends': _backend,
     'lmcaps.drivers': _driver,
     'lmcaps.checks': _check,
     'lmcaps.cli': _cli,
