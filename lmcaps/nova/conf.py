@@ -1,0 +1,43 @@
+"""Options of the nova integration: ``[lmcaps_nova]``, plus ``[lmcaps]``.
+
+Inside nova-compute the host-wide defaults are nova's own ``[libvirt]``
+options (``live_migration_completion_timeout``,
+``live_migration_timeout_action``, ``live_migration_permit_post_copy``),
+because nova's monitor and nova's migration flags act on them; ``[lmcaps]``
+adds ``force_complete_mode``, the per-instance bounds and the enabled
+pre-checks.  ``[lmcaps]`` completion_timeout_per_gib, timeout_action and
+permit_post_copy are not used inside nova.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from lmcaps import conf as lmcaps_conf
+
+GROUP = 'lmcaps_nova'
+
+nova_opts = [
+    cfg.BoolOpt('instance_metadata',
+                default=False, mutable=True,
+                help='Read per-instance values from instance metadata keys '
+                     'lmcaps:completion_timeout (seconds), '
+                     'lmcaps:timeout_action and lmcaps:force_complete_mode. '
+                     'The instance owner can set these through the API, so '
+                     'they rank below flavor extra specs and are held to '
+                     '[lmcaps] min_completion_timeout, max_completion_timeout '
+                     'and allowed_timeout_actions; set max_completion_timeout '
+                     'before enabling this, or owners can ask for no timeout '
+                     '(0).'),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[lmcaps]`` and ``[lmcaps_nova]`` on ``conf`` (idempotent)."""
+    lmcaps_conf.register_opts(conf)
+    conf.register_opts(nova_opts, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """The ``[lmcaps_nova]`` options, for oslo-config-generator."""
+    return [(GROUP, list(nova_opts))]

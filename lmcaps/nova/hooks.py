@@ -1,0 +1,177 @@
+"""Turning lmcaps on and off inside nova-compute's libvirt driver.
+
+:func:`enable` wraps five attributes of nova 34 and :func:`disable` puts the
+originals back; nothing else in nova is changed:
+
+* ``LibvirtDriver.check_can_live_migrate_source`` — then runs lmcaps's
+  pre-checks (:mod:`lmcaps.nova.precheck`);
+* ``LibvirtDriver._live_migration_monitor`` — registers the migration's
+  per-instance values while nova's monitor runs (:mod:`lmcaps.nova.monitor`);
+* ``migration.should_trigger_timeout_action`` — answered by that state:
+  per-instance deadline and action, once, never in post-copy;
+* ``migration.run_tasks`` — a force-complete pauses when the mode is pause;
+* ``LibvirtDriver.update_provider_tree`` — adds the lmcaps traits.
+
+With no per-instance values nova behaves as without lmcaps, except that the
+timeout action fires once per migration and is recorded as an instance
+action event.  A per-instance ``force_complete_mode = pause`` also applies to
+a force-complete asked through nova's API during that migration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from nova.virt.libvirt import driver as nova_driver
+from nova.virt.libvirt import migration as nova_migration
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from lmcaps.nova import conf as nova_conf
+from lmcaps.nova import declaration as nova_declaration
+from lmcaps.nova import monitor
+from lmcaps.nova import precheck
+from lmcaps.nova import traits
+
+LOG = logging.getLogger(__name__)
+
+Factory = Callable[[Callable, cfg.ConfigOpts], Callable]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Saved:
+    owner: Any
+    name: str
+    original: Callable
+
+
+_lock = threading.Lock()
+_saved: list[_Saved] | None = None
+
+
+def _check_source(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def check_can_live_migrate_source(self: Any, context: Any, instance: Any,
+                                      dest_check_data: Any,
+                                      block_device_info: Any = None) -> Any:
+        result = original(self, context, instance, dest_check_data,
+                          block_device_info)
+        if enabled():
+            precheck.check_source(self, conf, context, instance)
+        return result
+    return check_can_live_migrate_source
+
+
+def _monitor(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def _live_migration_monitor(self: Any, context: Any, instance: Any,
+                                guest: Any, *args: Any, **kwargs: Any) -> Any:
+        if not enabled():
+            return original(self, context, instance, guest, *args, **kwargs)
+        state = monitor.begin(self, conf, context, instance, guest)
+        try:
+            return original(self, context, instance, guest, *args, **kwargs)
+        finally:
+            monitor.end(state)
+    return _live_migration_monitor
+
+
+def _should_trigger(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def should_trigger_timeout_action(instance: Any, elapsed: float,
+                                      completion_timeout: int,
+                                      migration_status: str | None) -> bool:
+        state = monitor.lookup(instance.uuid)
+        if state is None:
+            return original(instance, elapsed, completion_timeout,
+                            migration_status)
+        return state.should_trigger(elapsed, completion_timeout,
+                                    migration_status)
+    return should_trigger_timeout_action
+
+
+def _run_tasks(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def run_tasks(guest: Any, instance: Any, active_migrations: Any,
+                  on_migration_failure: Any, migration: Any,
+                  is_post_copy_enabled: bool) -> Any:
+        state = monitor.lookup(instance.uuid)
+        if (state is not None and is_post_copy_enabled and
+                active_migrations.get(instance.uuid) and state.pause_only()):
+            is_post_copy_enabled = False
+        return original(guest, instance, active_migrations,
+                        on_migration_failure, migration, is_post_copy_enabled)
+    return run_tasks
+
+
+def _provider_tree(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def update_provider_tree(self: Any, provider_tree: Any, nodename: str,
+                             allocations: Any = None) -> Any:
+        result = original(self, provider_tree, nodename,
+                          allocations=allocations)
+        if enabled():
+            try:
+                traits.update_provider_tree(
+                    provider_tree, nodename,
+                    nova_declaration.host_declaration(self, conf))
+            except Exception:
+                # Never let lmcaps break nova's resource tracking.
+                LOG.exception('lmcaps could not update the traits of %s',
+                              nodename)
+        return result
+    return update_provider_tree
+
+
+#: (owner, attribute, wrapper factory), in the order they are applied.
+PATCHES: tuple[tuple[Any, str, Factory], ...] = (
+    (nova_driver.LibvirtDriver, 'check_can_live_migrate_source',
+     _check_source),
+    (nova_driver.LibvirtDriver, '_live_migration_monitor', _monitor),
+    (nova_driver.LibvirtDriver, 'update_provider_tree', _provider_tree),
+    (nova_migration, 'should_trigger_timeout_action', _should_trigger),
+    (nova_migration, 'run_tasks', _run_tasks),
+)
+
+
+def enabled() -> bool:
+    """Whether the hooks are in place."""
+    return _saved is not None
+
+
+def enable(conf: cfg.ConfigOpts | None = None) -> None:
+    """Put the hooks in place (a second call does nothing).
+
+    :param conf: nova's configuration (default ``nova.conf.CONF``); the
+        ``[lmcaps]`` and ``[lmcaps_nova]`` options are registered on it.
+    """
+    global _saved
+    with _lock:
+        if _saved is not None:
+            return
+        if conf is None:
+            import nova.conf
+            conf = nova.conf.CONF
+        nova_conf.register_opts(conf)
+        saved = []
+        for owner, name, factory in PATCHES:
+            original = vars(owner)[name]
+            setattr(owner, name, factory(original, conf))
+            saved.append(_Saved(owner, name, original))
+        _saved = saved
+        LOG.info('lmcaps hooks enabled in nova-compute')
+
+
+def disable() -> None:
+    """Put nova's originals back (a second call does nothing)."""
+    global _saved
+    with _lock:
+        if _saved is None:
+            return
+        for item in reversed(_saved):
+            setattr(item.owner, item.name, item.original)
+        _saved = None

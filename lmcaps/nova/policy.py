@@ -1,0 +1,130 @@
+"""Per-instance values in nova and the policy they resolve to.
+
+One precedence, first wins, field by field:
+
+1. ``request`` — the live-migration request (:mod:`lmcaps.nova.request`);
+2. ``flavor`` — flavor extra specs ``lmcaps:completion_timeout`` (absolute
+   seconds), ``lmcaps:timeout_action``, ``lmcaps:force_complete_mode``;
+3. ``metadata`` — the same keys in instance metadata, only with
+   ``[lmcaps_nova] instance_metadata = True``;
+4. ``config`` — nova's ``[libvirt] live_migration_completion_timeout`` (per
+   GiB) and ``live_migration_timeout_action``, and ``[lmcaps]
+   force_complete_mode``.  Post-copy is permitted when nova's ``[libvirt]
+   live_migration_permit_post_copy`` is True (nova then starts migrations with
+   VIR_MIGRATE_POSTCOPY).
+
+Every per-instance value is checked by the pre-checks against ``[lmcaps]``
+min/max_completion_timeout and allowed_timeout_actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from oslo_config import cfg
+
+from lmcaps import exception
+from lmcaps import policy as lmcaps_policy
+from lmcaps import request as lmcaps_request
+from lmcaps.nova import conf as nova_conf
+from lmcaps.nova import request as nova_request
+
+REQUEST = lmcaps_policy.REQUEST
+FLAVOR = 'flavor'
+METADATA = 'metadata'
+CONFIG = lmcaps_policy.CONFIG
+
+#: Namespace of flavor extra specs and instance metadata keys.
+NAMESPACE = 'lmcaps'
+
+Layers = Sequence[tuple[str, Mapping[str, Any]]]
+
+
+def spec_key(field: str) -> str:
+    """``completion_timeout`` -> ``lmcaps:completion_timeout``."""
+    return f'{NAMESPACE}:{field}'
+
+
+#: Extra-spec / metadata key -> lmcaps request field.
+SPEC_FIELDS: Mapping[str, str] = {
+    spec_key(f): f for f in lmcaps_request.FIELDS}
+
+
+def from_specs(specs: Mapping[str, str], source: str) -> dict[str, Any]:
+    """The lmcaps values in string key/value pairs (extra specs, metadata).
+
+    Keys outside the ``lmcaps:`` namespace are ignored; an unknown
+    ``lmcaps:`` key or a bad value is an error, as in nova's validator.
+
+    :param source: ``flavor`` or ``metadata``, for the error message.
+    :raises: InvalidRequest naming the key and the allowed values.
+    """
+    prefix = NAMESPACE + ':'
+    values: dict[str, Any] = {}
+    for key, value in specs.items():
+        if not key.startswith(prefix):
+            continue
+        field = SPEC_FIELDS.get(key)
+        if field is None:
+            raise exception.InvalidRequest(
+                reason=f'{source} key {key!r} is not an lmcaps key; allowed: '
+                       f"{', '.join(sorted(SPEC_FIELDS))}")
+        prop = lmcaps_request.REQUEST_SCHEMA['properties'][field]
+        if prop['type'] == 'integer':
+            try:
+                value = int(str(value).strip())
+            except ValueError:
+                raise exception.InvalidRequest(
+                    reason=f'{source} key {key}: {value!r} is not an '
+                           f'integer') from None
+        values[field] = value
+    try:
+        return lmcaps_request.validate(values)
+    except exception.InvalidRequest as exc:
+        raise exception.InvalidRequest(
+            reason=f"{source} keys {', '.join(sorted(map(spec_key, values)))}"
+                   f": {exc.kwargs.get('reason', exc)}") from exc
+
+
+def instance_layers(conf: cfg.ConfigOpts, context: Any,
+                    instance: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The per-instance layers of ``instance``, highest precedence first.
+
+    :raises: InvalidRequest if any layer holds a bad value.
+    """
+    layers = []
+    requested = nova_request.from_instance(instance, context)
+    if requested:
+        layers.append((REQUEST, requested))
+    flavor = from_specs(instance.flavor.extra_specs or {}, FLAVOR)
+    if flavor:
+        layers.append((FLAVOR, flavor))
+    if conf[nova_conf.GROUP].instance_metadata:
+        meta = from_specs(instance.metadata or {}, METADATA)
+        if meta:
+            layers.append((METADATA, meta))
+    return layers
+
+
+def config_timeout(conf: cfg.ConfigOpts, data_gb: float) -> int:
+    """nova's host-wide completion timeout in seconds, as its monitor does."""
+    return int(conf.libvirt.live_migration_completion_timeout * data_gb)
+
+
+def resolve(conf: cfg.ConfigOpts, layers: Layers,
+            completion_timeout: int) -> lmcaps_policy.EffectivePolicy:
+    """The effective policy over nova's host-wide options.
+
+    :param completion_timeout: nova's host-wide timeout for this migration in
+        seconds (:func:`config_timeout`); 0 = never.
+    """
+    config = (CONFIG, {
+        'completion_timeout': completion_timeout,
+        'timeout_action': conf.libvirt.live_migration_timeout_action,
+    })
+    # data_gib does not matter: the config layer always gives a timeout.
+    policy = lmcaps_policy.resolve(conf, 2.0, [*layers, config])
+    return dataclasses.replace(
+        policy, permit_post_copy=conf.libvirt.live_migration_permit_post_copy)

@@ -1,0 +1,99 @@
+"""lmcaps's pre-checks in nova's source pre-check.
+
+Runs after nova's own ``LibvirtDriver.check_can_live_migrate_source`` and
+refuses with ``MigrationPreCheckError``, the one error for which nova's
+conductor keeps the instance's vm_state (ACTIVE); nova then records its
+``compute_check_can_live_migrate_source`` event as Error with the reason.
+lmcaps records its own ``lmcaps_precheck_live_migration`` event in the same
+instance action when per-instance values are in play or a check fails; a
+migration on host-wide defaults that passes adds no event.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from nova import exception as nova_exception
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from lmcaps import checks as lmcaps_checks
+from lmcaps import conf as lmcaps_conf
+from lmcaps import events as lmcaps_events
+from lmcaps import exception
+from lmcaps.checks import base as checks_base
+from lmcaps.nova import declaration as nova_declaration
+from lmcaps.nova import events as nova_events
+from lmcaps.nova import policy as nova_policy
+
+LOG = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_runners: dict[tuple[int, tuple[str, ...]], lmcaps_checks.PreCheckRunner] = {}
+
+
+def runner(conf: cfg.ConfigOpts) -> lmcaps_checks.PreCheckRunner:
+    """The runner of ``[lmcaps] enabled_checks`` (loaded once per list)."""
+    key = (id(conf), tuple(conf[lmcaps_conf.GROUP].enabled_checks))
+    with _lock:
+        found = _runners.get(key)
+    if found is None:
+        found = lmcaps_checks.PreCheckRunner(conf)
+        with _lock:
+            _runners[key] = found
+    return found
+
+
+def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
+                 instance: Any) -> checks_base.CheckContext | None:
+    """Run lmcaps's pre-checks for a live migration of ``instance``.
+
+    :param driver: nova's LibvirtDriver on the source.
+    :returns: the check context when the checks passed.
+    :raises: nova.exception.MigrationPreCheckError with lmcaps's reasons,
+        also when lmcaps itself fails (so the instance never goes to ERROR).
+    """
+    store = nova_events.NovaEventStore(context)
+    try:
+        layers = nova_policy.instance_layers(conf, context, instance)
+    except exception.InvalidRequest as exc:
+        _record_refusal(store, context, instance, conf, exc.message)
+        raise nova_exception.MigrationPreCheckError(reason=exc.message)
+    try:
+        data_gb = driver._live_migration_data_gb(instance, [])
+        policy = nova_policy.resolve(
+            conf, layers, nova_policy.config_timeout(conf, data_gb))
+        ctx = checks_base.CheckContext(
+            instance=instance.uuid, policy=policy,
+            declaration=nova_declaration.host_declaration(driver, conf),
+            conf=conf, request=_merged(layers))
+        checks = runner(conf)
+        if not policy.per_instance and checks.evaluate(ctx).passed:
+            return ctx
+        checks.run(ctx, store, context.request_id, host=conf.host)
+        return ctx
+    except exception.MigrationPreCheckFailed as exc:
+        raise nova_exception.MigrationPreCheckError(reason=exc.message)
+    except Exception as exc:
+        LOG.exception('lmcaps pre-check of instance %s failed', instance.uuid)
+        reason = f'lmcaps pre-check error: {type(exc).__name__}: {exc}'
+        raise nova_exception.MigrationPreCheckError(reason=reason) from exc
+
+
+def _merged(layers: nova_policy.Layers) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for _name, values in reversed(layers):
+        merged.update(values)
+    return merged
+
+
+def _record_refusal(store: nova_events.NovaEventStore, context: Any,
+                    instance: Any, conf: cfg.ConfigOpts, reason: str) -> None:
+    try:
+        store.record(context.request_id, instance.uuid,
+                     lmcaps_events.PRECHECK, lmcaps_events.ERROR,
+                     host=conf.host, details=reason)
+    except Exception:
+        LOG.exception('could not record the lmcaps pre-check refusal of '
+                      'instance %s', instance.uuid)

@@ -1,0 +1,154 @@
+"""lmcaps's pre-checks in nova's source pre-check, through the compute manager.
+
+nova's ComputeManager and LibvirtDriver (fake libvirt) with a real DB, so the
+instance-action events are nova's own rows.  nova's storage checks, which
+need files and domains, are stubbed; nothing of lmcaps is.
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+from nova.compute import manager as compute_manager
+from nova.compute import vm_states
+from nova.conductor import manager as conductor_manager
+from nova import exception
+from nova import objects
+from nova.virt.libvirt import driver as libvirt_driver
+
+from lmcaps import events as lmcaps_events
+from lmcaps.nova import request as nova_request
+from tests.nova import base
+
+CHECK_EVENT = 'compute_check_can_live_migrate_source'
+POSTCOPY = {'lmcaps:completion_timeout': '60',
+            'lmcaps:timeout_action': 'force_complete',
+            'lmcaps:force_complete_mode': 'postcopy'}
+
+
+class SourcePreCheckTest(base.NovaLmcapsTestCase):
+    """Post-copy is not permitted on this source ([libvirt] default)."""
+
+    LIBVIRT_FLAGS = dict(base.NovaLmcapsTestCase.LIBVIRT_FLAGS,
+                         live_migration_permit_post_copy=False)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.compute = compute_manager.ComputeManager()
+        self.compute.driver = self.drvr
+        for name, value in (('_check_shared_storage_test_file', True),
+                            ('_is_shared_block_storage', False),
+                            ('_get_all_assigned_mediated_devices', {})):
+            patcher = mock.patch.object(libvirt_driver.LibvirtDriver, name,
+                                        return_value=value)
+            patcher.start()
+            self.addCleanup(patcher.stop)
+
+    def check(self, instance: objects.Instance) -> objects.LiveMigrateData:
+        dest = objects.LibvirtLiveMigrateData(
+            filename='probe', image_type='default', block_migration=False,
+            graphics_listen_addr_vnc='127.0.0.1',
+            graphics_listen_addr_spice='127.0.0.1',
+            serial_listen_addr='127.0.0.1')
+        return self.compute.check_can_live_migrate_source(
+            self.context, instance, dest)
+
+    def reloaded(self, instance: objects.Instance) -> objects.Instance:
+        return objects.Instance.get_by_uuid(self.context, instance.uuid)
+
+    def test_unsupported_request_is_refused_and_recorded(self):
+        inst = self.make_instance(extra_specs=POSTCOPY)
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('post_copy: force_complete_mode postcopy (from flavor) '
+                      'is not permitted', str(exc))
+        self.assertEqual(vm_states.ACTIVE, self.reloaded(inst).vm_state)
+        events = self.events(inst)
+        nova_event = events[CHECK_EVENT]
+        self.assertEqual('Error', nova_event.result)
+        self.assertIn('permit_post_copy is False', nova_event.details)
+        ours = events[lmcaps_events.PRECHECK]
+        self.assertEqual('Error', ours.result)
+        self.assertEqual('source-host', ours.host)
+        self.assertIn('post_copy: force_complete_mode postcopy', ours.details)
+
+    def test_conductor_keeps_the_instance_active(self):
+        # nova's conductor error handling around a task whose destination
+        # check reaches this source pre-check (as the RPC chain does).
+        inst = self.make_instance(extra_specs=POSTCOPY)
+        task = mock.Mock()
+        task.execute.side_effect = lambda: self.check(inst)
+        conductor = conductor_manager.ComputeTaskManager()
+        with mock.patch.object(conductor, '_build_live_migrate_task',
+                               return_value=task):
+            self.assertRaises(exception.MigrationPreCheckError,
+                              conductor._live_migrate, self.context, inst,
+                              {'host': 'dest-host'}, False, False, None)
+        inst = self.reloaded(inst)
+        self.assertEqual(vm_states.ACTIVE, inst.vm_state)
+        self.assertIsNone(inst.task_state)
+        migration = objects.MigrationList.get_by_filters(
+            self.context, {'instance_uuid': inst.uuid})[0]
+        self.assertEqual('error', migration.status)
+
+    def test_supported_request_passes_and_is_recorded(self):
+        inst = self.make_instance(extra_specs=dict(
+            POSTCOPY, **{'lmcaps:force_complete_mode': 'pause'}))
+        result = self.check(inst)
+        self.assertIsInstance(result, objects.LibvirtLiveMigrateData)
+        events = self.events(inst)
+        self.assertEqual('Success', events[CHECK_EVENT].result)
+        self.assertEqual('Success', events[lmcaps_events.PRECHECK].result)
+
+    def test_host_wide_defaults_add_no_event(self):
+        inst = self.make_instance()
+        self.check(inst)
+        self.assertEqual({CHECK_EVENT}, set(self.events(inst)))
+
+    def test_bad_flavor_value_stored_without_validation_is_refused(self):
+        # Extra specs set below microversion 2.86 are not validated by nova.
+        inst = self.make_instance(extra_specs={
+            'lmcaps:completion_timeout': 'soon'})
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn("flavor key lmcaps:completion_timeout: 'soon' is not "
+                      "an integer", str(exc))
+        self.assertEqual('Error',
+                         self.events(inst)[lmcaps_events.PRECHECK].result)
+        self.assertEqual(vm_states.ACTIVE, self.reloaded(inst).vm_state)
+
+    def test_operator_bounds_apply_to_flavor_values(self):
+        self.flags(max_completion_timeout=600, group='lmcaps')
+        inst = self.make_instance(extra_specs={
+            'lmcaps:completion_timeout': '3600'})
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('completion_timeout 3600 is out of bounds', str(exc))
+
+    def test_request_carrier_names_the_request(self):
+        inst = self.make_instance()
+        nova_request.stash(inst, self.context.request_id, {
+            'completion_timeout': 120, 'timeout_action': 'force_complete',
+            'force_complete_mode': 'postcopy'})
+        inst.save()
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('(from request)', str(exc))
+
+    def test_instance_metadata_is_off_by_default_and_bounded(self):
+        inst = self.make_instance(metadata={
+            'lmcaps:completion_timeout': '0'})
+        self.check(inst)     # ignored: [lmcaps_nova] instance_metadata off
+        self.assertEqual({CHECK_EVENT}, set(self.events(inst)))
+        self.flags(instance_metadata=True, group='lmcaps_nova')
+        self.flags(max_completion_timeout=900, group='lmcaps')
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('completion_timeout 0 (never) is not allowed', str(exc))
+
+    def test_lmcaps_failure_still_keeps_the_instance_active(self):
+        self.flags(enabled_checks=['no_such_check'], group='lmcaps')
+        inst = self.make_instance()
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('lmcaps pre-check error: CheckNotFound', str(exc))
