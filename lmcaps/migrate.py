@@ -33,6 +33,8 @@ class Summary:
     guest_on: str          # source | destination
     policy: Mapping
     elapsed: float
+    #: seconds from the deadline to the action call returning, if it fired
+    reaction: float | None = None
     message: str = ''
 
     def line(self) -> str:
@@ -116,5 +118,7 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         action=outcome.action, action_error=outcome.action_error,
         guest_on=('destination' if outcome.phase is base.Phase.COMPLETED
                   else 'source'),
-        policy=pol.as_dict(), elapsed=migration.elapsed)
+        policy=pol.as_dict(), elapsed=migration.elapsed,
+        reaction=(None if outcome.fired_at is None or outcome.deadline is None
+                  else outcome.fired_at - outcome.deadline))
 
