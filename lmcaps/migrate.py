@@ -121,4 +121,3 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         policy=pol.as_dict(), elapsed=migration.elapsed,
         reaction=(None if outcome.fired_at is None or outcome.deadline is None
                   else outcome.fired_at - outcome.deadline))
-

@@ -8,8 +8,13 @@ timeout monitor, the libvirt driver over libvirt-python, events in SQLite.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
+import sys
 import time
+
+import fixtures
 
 import libvirt
 import testtools
@@ -22,6 +27,7 @@ from lmcaps import migrate
 from lmcaps import monitor
 from lmcaps import policy
 from lmcaps.drivers import base
+from lmcaps.drivers import fake
 from tests.functional.libvirt import pair as pair_mod
 
 _COUNTER = itertools.count(1)
@@ -179,7 +185,6 @@ class SourceDaemonKilledTest(_Base):
         self.assertEqual(events.ERROR, rec.result)
         self.assertIn('failed', rec.details)
         # the process and the monitor survive: another migration is served
-        from lmcaps.drivers import fake
         fdrv = fake.FakeDriver(self.conf)
         fmig = fdrv.start_migration(base.MigrationSpec('other', 'dest'))
         fpol = policy.resolve(self.conf, 2, [('request', {
@@ -187,3 +192,54 @@ class SourceDaemonKilledTest(_Base):
         fwatch = mon.watch(fdrv, fmig, fpol, instance_uuid='other',
                            request_id='req-other')
         self.assertEqual(base.Phase.COMPLETED, fwatch.wait(30).phase)
+
+
+class CommandLineTest(_Base):
+    """``lmcaps migrate`` as an operator runs it, in a subprocess."""
+
+    def lmcaps(self, conf_file, *args):
+        return subprocess.run(
+            [sys.executable, '-m', 'lmcaps', '--config-file', conf_file,
+             *args], capture_output=True, text=True, timeout=120)
+
+    def test_migrate_abort_then_events(self):
+        name = self.guest()
+        state = self.useFixture(fixtures.TempDir()).path
+        conf_file = os.path.join(state, 'lmcaps.conf')
+        with open(conf_file, 'w') as f:
+            f.write(f'[lmcaps]\nstate_path = {state}\ndriver = libvirt\n'
+                    f'monitor_poll_interval = 0.2\n'
+                    f'[lmcaps_libvirt]\nconnection_uri = {self.pair.src_uri}\n')
+        proc = self.lmcaps(conf_file, 'migrate', name, '--dest',
+                           self.pair.dst_uri, '--migrate-uri',
+                           self.pair.dst_migrate_uri, '--bandwidth', '1',
+                           '--completion-timeout', '3', '--timeout-action',
+                           'abort', '-f', 'json')
+        self.assertEqual(3, proc.returncode, proc.stderr)
+        summary = json.loads(proc.stdout)
+        self.assertEqual(('aborted', 'abort', 'source'),
+                         (summary['outcome'], summary['action'],
+                          summary['guest_on']))
+        self.assertIn(f'{name}: aborted', proc.stderr.splitlines()[-1])
+        self.assertEqual('src', self.pair.where(name))
+        proc = self.lmcaps(conf_file, 'events', name, '-f', 'json')
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        names = [e['Event'] for e in json.loads(proc.stdout)]
+        self.assertEqual(1, names.count(events.PRECHECK))
+        self.assertEqual(1, names.count(events.TIMEOUT_ACTION))
+        self.assertEqual(1, names.count(events.OUTCOME))
+
+    def test_migrate_bad_request_is_one_line(self):
+        name = self.guest()
+        state = self.useFixture(fixtures.TempDir()).path
+        conf_file = os.path.join(state, 'lmcaps.conf')
+        with open(conf_file, 'w') as f:
+            f.write(f'[lmcaps]\nstate_path = {state}\n'
+                    f'[lmcaps_libvirt]\nconnection_uri = {self.pair.src_uri}\n')
+        proc = self.lmcaps(conf_file, 'migrate', name, '--dest',
+                           self.pair.dst_uri, '--timeout-action', 'pause')
+        self.assertEqual(2, proc.returncode)
+        self.assertEqual(1, len(proc.stderr.strip().splitlines()),
+                         proc.stderr)
+        self.assertIn('abort, force_complete', proc.stderr)
+        self.assertEqual(RUNNING, self.pair.states(name)['src'][0])
