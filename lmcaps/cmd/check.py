@@ -33,6 +33,48 @@ def _number_or_text(value: str) -> Any:
     return value
 
 
+def add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """The per-instance request: ``--request JSON`` or one option a field."""
+    parser.add_argument('--request', metavar='JSON',
+                        help='The per-instance request as a JSON object, '
+                             'e.g. \'{"completion_timeout": 600, '
+                             '"timeout_action": "abort"}\'.')
+    parser.add_argument('--completion-timeout', metavar='SECONDS',
+                        type=_number_or_text,
+                        help='Absolute seconds before the timeout action '
+                             'fires; 0 = never.')
+    parser.add_argument('--timeout-action', metavar='ACTION',
+                        help='abort or force_complete.')
+    parser.add_argument('--force-complete-mode', metavar='MODE',
+                        help='auto, postcopy or pause.')
+
+
+def request_body(parsed_args: argparse.Namespace) -> dict:
+    """The validated request from ``--request`` or the field options."""
+    from lmcaps import request as lmcaps_request
+
+    fields = {
+        'completion_timeout': parsed_args.completion_timeout,
+        'timeout_action': parsed_args.timeout_action,
+        'force_complete_mode': parsed_args.force_complete_mode,
+    }
+    given = {k: v for k, v in fields.items() if v is not None}
+    if parsed_args.request is not None:
+        if given:
+            raise exception.InvalidRequest(
+                reason='give either --request or --completion-timeout/'
+                       '--timeout-action/--force-complete-mode, not '
+                       'both')
+        try:
+            body = json.loads(parsed_args.request)
+        except ValueError as exc:
+            raise exception.InvalidRequest(
+                reason=f'--request is not valid JSON: {exc}') from exc
+    else:
+        body = given
+    return lmcaps_request.validate(body)
+
+
 class Check(lister.Lister):
     """Run the enabled pre-checks for a live-migration request.
 
@@ -53,18 +95,7 @@ class Check(lister.Lister):
         parser.add_argument('--instance', metavar='UUID', required=True,
                             help='Instance UUID (the event is recorded '
                                  'under it).')
-        parser.add_argument('--request', metavar='JSON',
-                            help='The per-instance request as a JSON object, '
-                                 'e.g. \'{"completion_timeout": 600, '
-                                 '"timeout_action": "abort"}\'.')
-        parser.add_argument('--completion-timeout', metavar='SECONDS',
-                            type=_number_or_text,
-                            help='Absolute seconds before the timeout action '
-                                 'fires; 0 = never.')
-        parser.add_argument('--timeout-action', metavar='ACTION',
-                            help='abort or force_complete.')
-        parser.add_argument('--force-complete-mode', metavar='MODE',
-                            help='auto, postcopy or pause.')
+        add_request_arguments(parser)
         parser.add_argument('--ram-mib', metavar='MIB', type=int, default=0,
                             help='Guest RAM in MiB, for the configured '
                                  'per-GiB timeout (at least 2 GiB counts).')
@@ -72,31 +103,6 @@ class Check(lister.Lister):
                             help='Request id to record the event under; '
                                  'default: a new req-<uuid>.')
         return parser
-
-    def request_body(self, parsed_args: argparse.Namespace) -> dict:
-        """The validated request from ``--request`` or the field options."""
-        from lmcaps import request as lmcaps_request
-
-        fields = {
-            'completion_timeout': parsed_args.completion_timeout,
-            'timeout_action': parsed_args.timeout_action,
-            'force_complete_mode': parsed_args.force_complete_mode,
-        }
-        given = {k: v for k, v in fields.items() if v is not None}
-        if parsed_args.request is not None:
-            if given:
-                raise exception.InvalidRequest(
-                    reason='give either --request or --completion-timeout/'
-                           '--timeout-action/--force-complete-mode, not '
-                           'both')
-            try:
-                body = json.loads(parsed_args.request)
-            except ValueError as exc:
-                raise exception.InvalidRequest(
-                    reason=f'--request is not valid JSON: {exc}') from exc
-        else:
-            body = given
-        return lmcaps_request.validate(body)
 
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], Iterable[tuple]]:
@@ -110,7 +116,7 @@ class Check(lister.Lister):
         from lmcaps.drivers import base as drivers_base
 
         conf = self.app.conf
-        body = self.request_body(parsed_args)
+        body = request_body(parsed_args)
         runner = checks.PreCheckRunner(conf)
         name = parsed_args.driver or conf[lmcaps_conf.GROUP].driver
         driver = drivers.load(name, conf)

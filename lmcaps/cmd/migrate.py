@@ -89,15 +89,7 @@ class Migrate(show.ShowOne):
                             help='Bandwidth cap in MiB/s.')
         parser.add_argument('--block-migration', action='store_true',
                             help='Copy local disks too.')
-        parser.add_argument('--completion-timeout', metavar='SECONDS',
-                            type=check_cmd._number_or_text,
-                            help='Absolute seconds before the timeout action '
-                                 'fires; 0 = never; default from [lmcaps] '
-                                 'completion_timeout_per_gib.')
-        parser.add_argument('--timeout-action', metavar='ACTION',
-                            help='abort or force_complete.')
-        parser.add_argument('--force-complete-mode', metavar='MODE',
-                            help='auto, postcopy or pause.')
+        check_cmd.add_request_arguments(parser)
         parser.add_argument('--request-id', metavar='ID')
         return parser
 
@@ -107,15 +99,10 @@ class Migrate(show.ShowOne):
         from lmcaps import drivers
         from lmcaps import events_sql
         from lmcaps import migrate as lmcaps_migrate
-        from lmcaps import request as lmcaps_request
         from lmcaps.drivers import base
 
         conf = self.app.conf
-        body = lmcaps_request.validate({k: v for k, v in {
-            'completion_timeout': parsed_args.completion_timeout,
-            'timeout_action': parsed_args.timeout_action,
-            'force_complete_mode': parsed_args.force_complete_mode,
-        }.items() if v is not None})
+        body = check_cmd.request_body(parsed_args)
         name = parsed_args.driver or conf[lmcaps_conf.GROUP].driver
         driver = drivers.load(name, conf)
         cli_main.check_values(conf, driver.group, driver.list_opts())

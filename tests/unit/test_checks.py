@@ -1,13 +1,9 @@
 """Tests of the built-in pre-checks and the runner."""
 
 import ddt
-from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
-import testtools
 
 from lmcaps import capabilities as caps
 from lmcaps import checks
-from lmcaps import conf as lmcaps_conf
 from lmcaps import events
 from lmcaps import exception
 from lmcaps import policy
@@ -15,6 +11,7 @@ from lmcaps.checks import base
 from lmcaps.checks import driver_support
 from lmcaps.checks import post_copy
 from lmcaps.checks import timeout_bounds
+from tests.unit import base as test_base
 
 C, P, M, U = (caps.Support.COMPLETE, caps.Support.PARTIAL,
               caps.Support.MISSING, caps.Support.UNKNOWN)
@@ -29,15 +26,7 @@ def _decl(abort=C, postcopy=C, pause=C, per_instance=C):
     }, host='h1')
 
 
-class _Base(testtools.TestCase):
-
-    def setUp(self):
-        super().setUp()
-        conf = cfg.ConfigOpts()
-        lmcaps_conf.register_opts(conf)
-        conf([], project='lmcaps-test', default_config_files=[])
-        self.cfg = self.useFixture(cfg_fixture.Config(conf))
-        self.conf = conf
+class _Base(test_base.ConfTestCase):
 
     def ctx(self, body=None, decl=None, gib=2.0):
         body = body or {}

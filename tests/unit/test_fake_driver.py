@@ -4,15 +4,13 @@ import threading
 
 import ddt
 from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
-import testtools
 
 from lmcaps import capabilities as caps
-from lmcaps import conf as lmcaps_conf
 from lmcaps import drivers
 from lmcaps import exception
 from lmcaps.drivers import base
 from lmcaps.drivers import fake
+from tests.unit import base as test_base
 
 MIB = fake.MIB
 P = base.Phase
@@ -42,14 +40,10 @@ class ManualClock:
         self.now += seconds
 
 
-class FakeDriverTestCase(testtools.TestCase):
+class FakeDriverTestCase(test_base.ConfTestCase):
 
     def setUp(self):
         super().setUp()
-        self.conf = cfg.ConfigOpts()
-        lmcaps_conf.register_opts(self.conf)
-        self.conf([], project='lmcaps-test', default_config_files=[])
-        self.cfg = self.useFixture(cfg_fixture.Config(self.conf))
         self.clock = ManualClock()
         self.driver = fake.FakeDriver(self.conf, clock=self.clock)
 

@@ -7,18 +7,15 @@ import time
 
 import ddt
 import fixtures
-from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
-import testtools
 
 from lmcaps import capabilities as caps
-from lmcaps import conf as lmcaps_conf
 from lmcaps import events
 from lmcaps import exception
 from lmcaps import monitor
 from lmcaps import policy
 from lmcaps.drivers import base
 from lmcaps.drivers import fake
+from tests.unit import base as test_base
 
 P = base.Phase
 START = 1000.0
@@ -112,14 +109,10 @@ class ScriptedDriver(base.LiveMigrationDriver):
         self._call(migration, 'resume_source')
 
 
-class MonitorTestCase(testtools.TestCase):
+class MonitorTestCase(test_base.ConfTestCase):
 
     def setUp(self):
         super().setUp()
-        self.conf = cfg.ConfigOpts()
-        lmcaps_conf.register_opts(self.conf)
-        self.conf([], project='lmcaps-test', default_config_files=[])
-        self.cfg = self.useFixture(cfg_fixture.Config(self.conf))
         self.log = self.useFixture(fixtures.FakeLogger(
             name='lmcaps.monitor', level=logging.INFO))
         self.clock = ManualClock()

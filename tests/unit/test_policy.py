@@ -1,13 +1,10 @@
 """Tests of resolving the effective policy."""
 
 import ddt
-from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
-import testtools
 
 from lmcaps import capabilities as caps
-from lmcaps import conf as lmcaps_conf
 from lmcaps import policy
+from tests.unit import base as test_base
 
 
 def _decl(postcopy=caps.Support.COMPLETE, pause=caps.Support.COMPLETE):
@@ -19,15 +16,7 @@ def _decl(postcopy=caps.Support.COMPLETE, pause=caps.Support.COMPLETE):
 
 
 @ddt.ddt
-class ResolveTest(testtools.TestCase):
-
-    def setUp(self):
-        super().setUp()
-        conf = cfg.ConfigOpts()
-        lmcaps_conf.register_opts(conf)
-        conf([], project='lmcaps-test', default_config_files=[])
-        self.cfg = self.useFixture(cfg_fixture.Config(conf))
-        self.conf = conf
+class ResolveTest(test_base.ConfTestCase):
 
     @ddt.unpack
     @ddt.data((4.0, 3200.0), (0.5, 1600.0), (2.0, 1600.0))
