@@ -11,7 +11,6 @@ never at ``elapsed == timeout`` and never once the migration is in post-copy.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import enum
 import heapq
 import itertools
@@ -29,7 +28,11 @@ from lmcaps import conf as lmcaps_conf
 from lmcaps import events
 from lmcaps import exception
 from lmcaps import policy as lmcaps_policy
+from lmcaps import watch as watch_mod
 from lmcaps.drivers import base
+from lmcaps.watch import Outcome  # noqa: F401 (part of this API)
+from lmcaps.watch import State
+from lmcaps.watch import Watch
 
 LOG = logging.getLogger(__name__)
 
@@ -56,75 +59,6 @@ class _Timer(enum.IntEnum):
     POLL = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How a watched migration ended, and what the monitor did about it.
-
-    :param phase: the terminal phase seen (or the last phase if stopped;
-        PREPARING if never observed).
-    :param action: ``abort``, ``postcopy``, ``pause``, ``force_complete``
-        (no mode was usable) or None (never fired).
-    :param action_error: why the action failed or was refused.
-    :param deadline: monotonic time of the deadline (None = no timeout).
-    :param fired_at: monotonic time the action call returned.
-    :param resumed_source: a guest paused by the action was resumed on the
-        source after the migration failed.
-    """
-
-    phase: base.Phase
-    action: str | None
-    action_error: str | None
-    deadline: float | None
-    fired_at: float | None
-    resumed_source: bool
-
-
-@dataclasses.dataclass(eq=False)
-class _State:
-    """Monitor-side state of one watched migration (guarded by the lock)."""
-
-    driver: base.LiveMigrationDriver
-    migration: base.Migration
-    policy: lmcaps_policy.EffectivePolicy
-    instance_uuid: str
-    request_id: str
-    deadline: float | None
-    busy: bool = False              # a worker owns it
-    again: bool = False             # a timer fired while busy
-    poll_at: float | None = None    # pending poll timer
-    deadline_at: float | None = None  # pending deadline timer
-    latched: bool = False           # the deadline was handled: never again
-    skipped: str | None = None      # why the deadline caused no action
-    seen_postcopy: bool = False
-    phase: base.Phase | None = None
-    action: str | None = None
-    action_error: str | None = None
-    fired_at: float | None = None
-    paused: bool = False            # our pause action succeeded
-    outcome: Outcome | None = None
-    finished: threading.Event = dataclasses.field(
-        default_factory=threading.Event)
-
-
-class Watch:
-    """A handle on one watched migration, returned by ``watch()``."""
-
-    def __init__(self, state: _State) -> None:
-        self._state = state
-        self.migration = state.migration
-        self.policy = state.policy
-
-    def wait(self, timeout: float | None = None) -> Outcome | None:
-        """Block until the migration ends; None if ``timeout`` passed first."""
-        if self._state.finished.wait(timeout):
-            return self._state.outcome
-        return None
-
-    @property
-    def done(self) -> bool:
-        return self._state.finished.is_set()
-
-
 class TimeoutMonitor:
     """Carries out completion timeouts and their actions for many migrations.
 
@@ -148,10 +82,10 @@ class TimeoutMonitor:
         self._clock = clock
         self._tick = min(MAX_TICK, poll_interval / 5)
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _Timer, _State]] = []
+        self._heap: list[tuple[float, int, _Timer, State]] = []
         self._seq = itertools.count()
         self._stagger = itertools.count()
-        self._states: dict[str, _State] = {}
+        self._states: dict[str, State] = {}
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._stopped = False
@@ -221,9 +155,9 @@ class TimeoutMonitor:
         """
         timeout = policy.completion_timeout
         deadline = None if timeout is None else migration.started_at + timeout
-        st = _State(driver=driver, migration=migration, policy=policy,
-                    instance_uuid=instance_uuid, request_id=request_id,
-                    deadline=deadline)
+        st = State(driver=driver, migration=migration, policy=policy,
+                   instance_uuid=instance_uuid, request_id=request_id,
+                   deadline=deadline)
         with self._cond:
             if self._stopped:
                 raise exception.MonitorError(reason='the monitor is stopped')
@@ -260,7 +194,7 @@ class TimeoutMonitor:
 
     # -- timers (call under the lock) --------------------------------------
 
-    def _push(self, st: _State, kind: _Timer, when: float) -> None:
+    def _push(self, st: State, kind: _Timer, when: float) -> None:
         if kind is _Timer.POLL:     # polls are batched by tick
             when = st.poll_at = math.ceil(when / self._tick) * self._tick
         else:
@@ -270,10 +204,10 @@ class TimeoutMonitor:
         if earliest:
             self._cond.notify()
 
-    def _pop_due(self, now: float) -> tuple[list[_State], list[_State]]:
+    def _pop_due(self, now: float) -> tuple[list[State], list[State]]:
         """Pop due timers: the migrations to check (deadlines, polls)."""
-        urgent: dict[_State, None] = {}
-        polls: dict[_State, None] = {}
+        urgent: dict[State, None] = {}
+        polls: dict[State, None] = {}
         while self._heap and self._heap[0][0] <= now:
             when, _seq, kind, st = heapq.heappop(self._heap)
             if st.finished.is_set():
@@ -316,7 +250,7 @@ class TimeoutMonitor:
                 LOG.exception('Timeout monitor scheduler error')
                 time.sleep(self._tick)
 
-    def _dispatch(self, urgent: list[_State], polls: list[_State]) -> None:
+    def _dispatch(self, urgent: list[State], polls: list[State]) -> None:
         for st in urgent:       # one task each: a deadline waits for no poll
             self._submit([st])
         if polls:
@@ -325,7 +259,7 @@ class TimeoutMonitor:
             for i in range(0, len(polls), size):
                 self._submit(polls[i:i + size])
 
-    def _submit(self, batch: list[_State]) -> None:
+    def _submit(self, batch: list[State]) -> None:
         executor = self._executor
         if executor is None:
             self._run_batch(batch)
@@ -335,7 +269,7 @@ class TimeoutMonitor:
         except RuntimeError:  # shut down: stop() ends these watches
             LOG.debug('Monitor stopping; %d checks dropped', len(batch))
 
-    def _run_batch(self, batch: list[_State]) -> None:
+    def _run_batch(self, batch: list[State]) -> None:
         for st in batch:
             try:
                 self._check(st)
@@ -345,7 +279,7 @@ class TimeoutMonitor:
             finally:
                 self._release(st)
 
-    def _release(self, st: _State) -> None:
+    def _release(self, st: State) -> None:
         with self._cond:
             st.busy = False
             if st.finished.is_set() or self._stopped:
@@ -359,7 +293,7 @@ class TimeoutMonitor:
 
     # -- decisions ----------------------------------------------------------
 
-    def _check(self, st: _State) -> None:
+    def _check(self, st: State) -> None:
         """Observe one migration; end it, or fire its action when due."""
         try:
             progress = st.driver.get_progress(st.migration)
@@ -393,7 +327,7 @@ class TimeoutMonitor:
             return
         self._fire(st, elapsed)
 
-    def _fire(self, st: _State, elapsed: float) -> None:
+    def _fire(self, st: State, elapsed: float) -> None:
         pol, migration, driver = st.policy, st.migration, st.driver
         error = tb = None
         action = ABORT
@@ -432,7 +366,7 @@ class TimeoutMonitor:
                      events.ERROR if error else events.SUCCESS,
                      events.details_text(details), tb)
 
-    def _conclude(self, st: _State, phase: base.Phase) -> None:
+    def _conclude(self, st: State, phase: base.Phase) -> None:
         resumed = False
         resume_error = None
         if st.paused and phase in (base.Phase.FAILED, base.Phase.CANCELLED):
@@ -446,7 +380,8 @@ class TimeoutMonitor:
                 resume_error = str(exc) or type(exc).__name__
                 LOG.error('Could not resume instance %s on the source: %s',
                           st.instance_uuid, resume_error)
-        details = {'phase': phase.value, 'guest': _guest(st, phase, resumed),
+        guest = watch_mod.guest_location(st, phase, resumed)
+        details = {'phase': phase.value, 'guest': guest,
                    'timeout_action': st.action or 'none',
                    'action_error': st.action_error, 'timeout': st.skipped,
                    'resumed_source': (('yes' if resumed else 'no')
@@ -459,7 +394,7 @@ class TimeoutMonitor:
                      events.details_text(details), None)
         self._set_outcome(st, phase, resumed)
 
-    def _set_outcome(self, st: _State, phase: base.Phase,
+    def _set_outcome(self, st: State, phase: base.Phase,
                      resumed: bool) -> None:
         outcome = Outcome(phase=phase, action=st.action,
                           action_error=st.action_error, deadline=st.deadline,
@@ -470,7 +405,7 @@ class TimeoutMonitor:
                 del self._states[st.migration.id]
             st.finished.set()
 
-    def _record(self, st: _State, event: str, result: str, details: str,
+    def _record(self, st: State, event: str, result: str, details: str,
                 tb: str | None) -> None:
         try:
             self.store.record(st.request_id, st.instance_uuid, event, result,
@@ -478,14 +413,3 @@ class TimeoutMonitor:
         except Exception:
             LOG.exception('Could not record event %s of instance %s',
                           event, st.instance_uuid)
-
-
-def _guest(st: _State, phase: base.Phase, resumed: bool) -> str:
-    """Where the guest runs after ``phase``, as far as the monitor knows."""
-    if phase is base.Phase.COMPLETED:
-        return 'destination (running)'
-    if st.seen_postcopy:
-        return 'unknown (failed in post-copy)'
-    if st.paused and not resumed:
-        return 'source (paused)'
-    return 'source (running)'
