@@ -252,6 +252,10 @@ class LibvirtPair:
         """Libvirt domain type: 'kvm', or 'qemu' (TCG)."""
         return "kvm" if self.kvm else "qemu"
 
+    def daemon_pid(self, side: str) -> int:
+        """Return the PID of one libvirtd (known once start() returned)."""
+        return self._pids[side]
+
     def log_path(self, side: str) -> Path:
         """Return the libvirtd log file of one daemon."""
         return self._side(side) / "libvirtd.log"
@@ -278,6 +282,8 @@ class LibvirtPair:
             # hides it, so each sees the other's socket and the guest kernel.
             if self._dir is None:
                 atexit.register(self.stop)
+            self._pids.clear()
+            self._ns.clear()
             self.base = self._dir = Path(tempfile.mkdtemp(prefix=PREFIX + "pair-", dir="/tmp"))
             try:
                 (self.base / "owner.pid").write_text(str(os.getpid()))
@@ -359,8 +365,12 @@ class LibvirtPair:
             if self.base is None:
                 return
             for side in SIDES:
+                _kill(_qemu_pids(self.base / side))
+            # Anything else in the daemons' namespaces, while the daemons keep
+            # them alive (a freed namespace id can be reused by someone else).
+            _kill([p for p in self._ns_pids() if p not in self._pids.values()])
+            for side in SIDES:
                 _kill_side(self.base / side)
-            _kill(self._ns_pids())  # anything else left in the namespaces
             for proc in self._procs.values():
                 # A reaper exits once it has no child left.  If it does not
                 # (start failed half-way: sh/unshare still there), kill its
@@ -383,7 +393,10 @@ class LibvirtPair:
                 if ns and p.isdigit() and _mnt_ns(int(p)) in ns and _alive(int(p))]
 
     def leftovers(self) -> list[str]:
-        """Describe processes, files or mounts of this pair still present."""
+        """Describe processes, files or mounts of this pair still present.
+
+        Meant for right after stop(): it checks the last start's PIDs and namespaces.
+        """
         found = ["process %d in our namespace" % p for p in self._ns_pids()]
         found += ["daemon %d" % p for p in self._pids.values() if _alive(p)]
         if self._dir is None:

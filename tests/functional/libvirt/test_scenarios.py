@@ -176,7 +176,7 @@ class SourceDaemonKilledTest(_Base):
         while not (self.driver.get_progress(migration).data_total or 0):
             self.assertLess(time.monotonic(), deadline, 'never started')
             time.sleep(0.1)
-        os.kill(self.pair._pids['src'], 9)
+        os.kill(self.pair.daemon_pid('src'), 9)
         outcome = watch.wait(60)
         self.assertIsNotNone(outcome, 'the monitor never concluded')
         self.assertEqual(base.Phase.FAILED, outcome.phase)
