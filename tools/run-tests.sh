@@ -5,6 +5,8 @@
 #   nova        tests/nova        (.venv-nova with nova 34 from PyPI, stestr)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# oslotest: capture logs per test (shown with failures) instead of printing
+export OS_LOG_CAPTURE=${OS_LOG_CAPTURE:-1}
 passed=0; failed=0; skipped=0; rc=0
 log=$(mktemp)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 
 from oslo_config import cfg
@@ -42,13 +41,16 @@ def restart_pair() -> None:
             _PAIR = None
 
 
-def make_conf(pair: env.LibvirtPair, **lmcaps_opts) -> cfg.ConfigOpts:
-    """A private conf for the libvirt driver on the pair's source daemon."""
+def make_conf(pair: env.LibvirtPair, state_path: str,
+              **lmcaps_opts) -> cfg.ConfigOpts:
+    """A private conf for the libvirt driver on the pair's source daemon.
+
+    :param state_path: a directory the caller removes (events database).
+    """
     conf = cfg.ConfigOpts()
     lmcaps_conf.register_opts(conf)
     conf([], project='lmcaps-functional', default_config_files=[])
-    state = tempfile.mkdtemp(prefix='lmcaps-state-')
-    conf.set_override('state_path', state, group='lmcaps')
+    conf.set_override('state_path', state_path, group='lmcaps')
     conf.set_override('driver', 'libvirt', group='lmcaps')
     conf.set_override('monitor_poll_interval', 0.2, group='lmcaps')
     for key, value in lmcaps_opts.items():

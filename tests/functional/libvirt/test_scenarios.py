@@ -52,7 +52,9 @@ class _Base(testtools.TestCase):
             pair.destroy_guest(name)
 
     def setup_driver(self, **lmcaps_opts):
-        self.conf = pair_mod.make_conf(self.pair, **lmcaps_opts)
+        self.conf = pair_mod.make_conf(
+            self.pair, self.useFixture(fixtures.TempDir()).path,
+            **lmcaps_opts)
         self.driver = drivers.load('libvirt', self.conf)
         self.addCleanup(self.driver.close)
         self.store = events_sql.SQLEventStore.from_conf(self.conf)
