@@ -112,6 +112,23 @@ def rows(decls: Iterable[caps.Declaration]) -> list[tuple[str, ...]]:
             for d in decls for op, cap in d.capabilities.items()]
 
 
+def with_verdicts(decls: Iterable[caps.Declaration], runs: Mapping
+                  ) -> list[tuple[str, ...]]:
+    """:func:`rows` plus the verdict of the last conformance run, if any.
+
+    :param runs: ``lmcaps.conformance.results.load_last(state_path)``.
+    """
+    result = []
+    for row in rows(decls):
+        run = runs.get(row[0]) or {}
+        op = (run.get('operations') or {}).get(row[1]) or {}
+        verdict = op.get('verdict', 'not run')
+        if op and op.get('declared') != row[2]:
+            verdict += f" (run declared {op.get('declared')})"
+        result.append(row + (verdict, run.get('finished_at', '')))
+    return result
+
+
 def as_dict(decls: Iterable[caps.Declaration]) -> dict:
     """The matrix as plain data: ``{'version', 'drivers': [...]}``."""
     return {'version': caps.DECLARATION_VERSION,

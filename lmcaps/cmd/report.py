@@ -32,6 +32,11 @@ class Report(lister.Lister):
             help='Print the support-matrix ini (nova\'s '
                  'doc/source/user/support-matrix.ini format) instead of '
                  'rows; -f is ignored.')
+        parser.add_argument(
+            '--verified', action='store_true',
+            help='Add the verdict of the last "lmcaps conformance" run of '
+                 'each driver (saved under [lmcaps] state_path) next to '
+                 'what it declares.')
         return parser
 
     def run(self, parsed_args: argparse.Namespace) -> int:
@@ -44,4 +49,9 @@ class Report(lister.Lister):
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], Iterable[tuple[str, ...]]]:
         decls = report.declarations(names=parsed_args.drivers)
+        if parsed_args.verified:
+            from lmcaps.conformance import results
+            runs = results.load_last(self.app.conf.lmcaps.state_path)
+            return (report.COLUMNS + ('Verified', 'Verified At'),
+                    report.with_verdicts(decls, runs))
         return report.COLUMNS, report.rows(decls)

@@ -90,6 +90,10 @@ def assert_ini_matches(test: test_base.BaseTestCase, text: str,
 
 
 @ddt.ddt
+def rows_by(decls) -> dict:
+    return {(r[0], r[1]): r[2] for r in report.rows(decls)}
+
+
 class GivenDriversTest(test_base.BaseTestCase):
     """The matrix over driver classes given by the test."""
 
@@ -100,6 +104,22 @@ class GivenDriversTest(test_base.BaseTestCase):
     def test_declarations_sorted_by_name(self) -> None:
         self.assertEqual(['alpha', 'beta_gamma'],
                          [d.driver for d in self.decls])
+
+    def test_verdicts_next_to_declared_support(self) -> None:
+        runs = {'alpha': {'finished_at': '2026-01-01T00:00:00',
+                          'operations': {
+                              'abort': {'declared': rows_by(self.decls)[
+                                  ('alpha', 'abort')], 'verdict': 'failed'},
+                              'force_complete_pause': {
+                                  'declared': 'unknown',
+                                  'verdict': 'verified'}}}}
+        got = {(r[0], r[1]): r[6:] for r in
+               report.with_verdicts(self.decls, runs)}
+        self.assertEqual(('failed', '2026-01-01T00:00:00'),
+                         got[('alpha', 'abort')])
+        self.assertIn('run declared unknown',
+                      got[('alpha', 'force_complete_pause')][0])
+        self.assertEqual(('not run', ''), got[('beta_gamma', 'abort')])
 
     def test_names_select_and_order(self) -> None:
         decls = report.declarations(CLASSES, names=['beta_gamma', 'alpha',
