@@ -89,11 +89,11 @@ def assert_ini_matches(test: test_base.BaseTestCase, text: str,
                                                   '').split()) or None)
 
 
-@ddt.ddt
 def rows_by(decls) -> dict:
     return {(r[0], r[1]): r[2] for r in report.rows(decls)}
 
 
+@ddt.ddt
 class GivenDriversTest(test_base.BaseTestCase):
     """The matrix over driver classes given by the test."""
 
