@@ -65,8 +65,8 @@ class ScriptedDriver(base.LiveMigrationDriver):
 
     def _refine(self, declaration):
         return declaration.refine('test-host', **{
-            op.value: caps.Capability(level, notes=f'{op.value} is '
-                                              f'{level.value}')
+            op.value: caps.Capability(
+                level, notes=f'{op.value} is {level.value}')
             for op, level in self.support.items()})
 
     def start_migration(self, spec):
