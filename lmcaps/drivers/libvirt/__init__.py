@@ -357,6 +357,13 @@ class LibvirtDriver(base.LiveMigrationDriver):
     def _force_complete(self, migration: base.Migration,
                         mode: caps.ForceCompleteMode) -> None:
         state: _State = migration.backend
+        if self.get_progress(migration).phase is base.Phase.POSTCOPY:
+            # QEMU accepts a second switch silently, and a pause would
+            # stop the source side of a post-copy: refuse both here.
+            raise exception.OperationRefused(
+                driver=self.name, operation=mode.operation.value,
+                migration=migration.id,
+                reason='the migration is already in post-copy')
         if mode is caps.ForceCompleteMode.POSTCOPY:
             if not state.flags & self._libvirt.VIR_MIGRATE_POSTCOPY:
                 raise exception.OperationRefused(

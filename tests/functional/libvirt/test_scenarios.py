@@ -7,6 +7,7 @@ timeout monitor, the libvirt driver over libvirt-python, events in SQLite.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ import fixtures
 import libvirt
 import testtools
 
+from lmcaps import capabilities as caps
 from lmcaps import drivers
 from lmcaps import events
 from lmcaps import events_sql
@@ -245,3 +247,47 @@ class CommandLineTest(_Base):
                          proc.stderr)
         self.assertIn('abort, force_complete', proc.stderr)
         self.assertEqual(RUNNING, self.pair.states(name)['src'][0])
+
+
+class PostCopyRefusalTest(_Base):
+
+    def test_abort_and_pause_in_post_copy_are_refused_cleanly(self):
+        self.setup_driver(permit_post_copy=True)
+        name = self.guest()
+        migration = self.driver.start_migration(dataclasses.replace(
+            pair_mod.spec(self.pair, name), postcopy=True))
+        self.driver.force_complete(migration,
+                                   caps.ForceCompleteMode.POSTCOPY)
+        deadline = time.monotonic() + 30
+        while self.driver.get_progress(migration).phase is not \
+                base.Phase.POSTCOPY:
+            self.assertLess(time.monotonic(), deadline, 'no post-copy seen')
+            time.sleep(0.05)
+        err = self.assertRaises(exception.OperationRefused,
+                                self.driver.abort, migration)
+        self.assertIn('post-copy', str(err))
+        for mode in caps.ForceCompleteMode:
+            err = self.assertRaises(exception.OperationRefused,
+                                    self.driver.force_complete, migration,
+                                    mode)
+            self.assertIn('already in post-copy', str(err))
+        self.assertEqual(base.Phase.COMPLETED,
+                         self.driver.wait(migration, timeout=60).phase)
+        self.assertEqual('dst', self.pair.where(name))
+        self.assertEqual(RUNNING, self.pair.states(name)['dst'][0])
+
+    def test_post_copy_without_the_flag_is_refused(self):
+        self.setup_driver(permit_post_copy=True)
+        name = self.guest()
+        migration = self.driver.start_migration(pair_mod.spec(self.pair,
+                                                              name))
+        err = self.assertRaises(exception.OperationRefused,
+                                self.driver.force_complete, migration,
+                                caps.ForceCompleteMode.POSTCOPY)
+        self.assertIn('VIR_MIGRATE_POSTCOPY', str(err))
+        self.assertIn(self.driver.get_progress(migration).phase,
+                      (base.Phase.PREPARING, base.Phase.PRECOPY))
+        self.driver.abort(migration)
+        self.assertEqual(base.Phase.CANCELLED,
+                         self.driver.wait(migration, timeout=60).phase)
+        self.assertEqual('src', self.pair.where(name))
