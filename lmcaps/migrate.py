@@ -7,6 +7,7 @@ its own monitor can call.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -20,6 +21,8 @@ from lmcaps import request as lmcaps_request
 from lmcaps.checks import base as checks_base
 from lmcaps.drivers import base
 
+LOG = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
@@ -30,7 +33,7 @@ class Summary:
     outcome: str           # completed | aborted | failed | cancelled
     action: str | None     # abort | postcopy | pause | None
     action_error: str | None
-    guest_on: str          # source | destination
+    guest_on: str          # e.g. 'destination (running)', 'source (running)'
     policy: Mapping
     elapsed: float
     #: seconds from the deadline to the action call returning, if it fired
@@ -43,7 +46,7 @@ class Summary:
         text = f'{self.instance}: {self.outcome}'
         if self.outcome == 'completed' and self.action in forced:
             text += forced[self.action]
-        text += f' after {self.elapsed:.1f} s; guest runs on the {self.guest_on}'
+        text += f' after {self.elapsed:.1f} s; guest: {self.guest_on}'
         if self.action_error:
             text += f'; timeout action failed: {self.action_error}'
         return text
@@ -94,30 +97,71 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     request_id = request_id or f'req-{uuid.uuid4()}'
     pol, postcopy = prepare(conf, driver, spec.instance, body, store,
                             request_id, driver.guest_data_gib(spec))
-    spec = dataclasses.replace(spec, postcopy=postcopy,
-                               completion_timeout=pol.completion_timeout)
-    migration = driver.start_migration(spec)
+    per_instance = pol.sources['completion_timeout'] != lmcaps_policy.CONFIG
+    spec = dataclasses.replace(
+        spec, postcopy=postcopy,
+        completion_timeout=pol.completion_timeout if per_instance else None)
+    try:
+        migration = driver.start_migration(spec)
+    except Exception as exc:
+        store.record(request_id, spec.instance, lmcaps_events.OUTCOME,
+                     lmcaps_events.ERROR, host=conf.lmcaps.host,
+                     details=f'the migration did not start: {exc}; guest: '
+                             f'source (as before)')
+        raise
     with lmcaps_monitor.TimeoutMonitor.from_conf(conf, store) as mon:
         watch = mon.watch(driver, migration, pol, instance_uuid=spec.instance,
                           request_id=request_id)
-        outcome = None
-        while outcome is None:
-            outcome = watch.wait(progress_interval)
-            if outcome is None and on_progress is not None:
-                left = (None if pol.completion_timeout is None else
-                        pol.completion_timeout - migration.elapsed)
-                try:
-                    on_progress(migration, driver.get_progress(migration), left)
-                except Exception:  # display only; the monitor decides
-                    pass
+        try:
+            outcome = _follow(driver, migration, pol, watch, on_progress,
+                              progress_interval)
+        except BaseException:
+            _give_up(driver, migration, watch)
+            raise
     name = _OUTCOME.get(outcome.phase, outcome.phase.value)
     if outcome.phase is base.Phase.CANCELLED and outcome.action == 'abort':
         name = 'aborted'
     return Summary(
         instance=spec.instance, request_id=request_id, outcome=name,
         action=outcome.action, action_error=outcome.action_error,
-        guest_on=('destination' if outcome.phase is base.Phase.COMPLETED
-                  else 'source'),
-        policy=pol.as_dict(), elapsed=migration.elapsed,
+        guest_on=outcome.guest, policy=pol.as_dict(),
+        elapsed=migration.elapsed,
         reaction=(None if outcome.fired_at is None or outcome.deadline is None
                   else outcome.fired_at - outcome.deadline))
+
+
+def _follow(driver: base.LiveMigrationDriver, migration: base.Migration,
+            pol: lmcaps_policy.EffectivePolicy, watch: lmcaps_monitor.Watch,
+            on_progress: Callable | None, interval: float
+            ) -> lmcaps_monitor.Outcome:
+    """Wait for the monitor's outcome, showing progress meanwhile."""
+    while True:
+        outcome = watch.wait(interval)
+        if outcome is not None:
+            return outcome
+        if on_progress is None:
+            continue
+        left = (None if pol.completion_timeout is None else
+                pol.completion_timeout - migration.elapsed)
+        try:
+            on_progress(migration, driver.get_progress(migration), left)
+        except Exception:  # display only; the monitor decides
+            LOG.debug('progress display failed', exc_info=True)
+
+
+def _give_up(driver: base.LiveMigrationDriver, migration: base.Migration,
+             watch: lmcaps_monitor.Watch, settle: float = 30.0) -> None:
+    """Interrupted (Ctrl-C): abort unless in post-copy, let the monitor see.
+
+    Without this an interrupted ``lmcaps migrate`` would leave a migration
+    running with nobody enforcing its timeout.
+    """
+    try:
+        if driver.get_progress(migration).phase in (
+                base.Phase.PREPARING, base.Phase.PRECOPY, base.Phase.PAUSED):
+            LOG.warning('interrupted: aborting migration %s', migration.id)
+            driver.abort(migration)
+            watch.wait(settle)
+    except Exception:
+        LOG.exception('could not abort migration %s after an interruption',
+                      migration.id)

@@ -132,9 +132,17 @@ class TimeoutMonitor:
             self._states.clear()
             self._heap.clear()
         for st in pending:
-            LOG.info('Monitor stopped before migration %s ended',
-                     st.migration.id)
-            self._set_outcome(st, st.phase or base.Phase.PREPARING, False)
+            phase = st.phase or base.Phase.PREPARING
+            guest = watch_mod.guest_location(st, phase, False)
+            LOG.warning('Monitor stopped before migration %s of instance %s '
+                        'ended (%s); its timeout is no longer enforced',
+                        st.migration.id, st.instance_uuid, phase.value)
+            self._record(st, events.OUTCOME, events.ERROR, events.details_text(
+                {'phase': phase.value, 'guest': guest,
+                 'timeout_action': st.action or 'none',
+                 'monitor': 'stopped before the migration ended; the '
+                            'timeout is no longer enforced'}), None)
+            self._set_outcome(st, phase, False)
 
     def __enter__(self) -> TimeoutMonitor:
         self.start()
@@ -297,10 +305,12 @@ class TimeoutMonitor:
         """Observe one migration; end it, or fire its action when due."""
         try:
             progress = st.driver.get_progress(st.migration)
-        except Exception:
+        except Exception as exc:
             LOG.warning('get_progress failed for migration %s; retrying at '
                         'the next poll', st.migration.id, exc_info=True)
+            self._blind(st, exc)
             return
+        st.blind_since = None
         st.phase = progress.phase
         if progress.phase is base.Phase.POSTCOPY:
             st.seen_postcopy = True
@@ -319,13 +329,31 @@ class TimeoutMonitor:
                         self._push(st, _Timer.DEADLINE, now + RECHECK)
             return
         st.latched = True
-        if progress.phase is base.Phase.POSTCOPY:
+        if st.seen_postcopy:   # once seen, whatever a later reading says
             st.skipped = 'timeout reached in post-copy: no action'
             LOG.info('Migration %s of instance %s reached its timeout in '
                      'post-copy; no action', st.migration.id,
                      st.instance_uuid)
             return
         self._fire(st, elapsed)
+
+    def _blind(self, st: State, exc: Exception) -> None:
+        """Past the deadline without progress: say so once, never act blind."""
+        now = self._clock()
+        if st.blind_since is None:
+            st.blind_since = now
+        if (st.latched or st.blind_reported or st.deadline is None or
+                now <= st.deadline):
+            return
+        st.blind_reported = True
+        self._record(st, events.TIMEOUT_ACTION, events.ERROR,
+                     events.details_text({
+                         'action': 'none yet',
+                         'error': f'timeout reached but progress unavailable '
+                                  f'for {now - st.blind_since:.1f} s: '
+                                  f'{type(exc).__name__}: {exc}; the action '
+                                  f'fires once progress is readable again'}),
+                     None)
 
     def _fire(self, st: State, elapsed: float) -> None:
         pol, migration, driver = st.policy, st.migration, st.driver
@@ -369,7 +397,8 @@ class TimeoutMonitor:
     def _conclude(self, st: State, phase: base.Phase) -> None:
         resumed = False
         resume_error = None
-        if st.paused and phase in (base.Phase.FAILED, base.Phase.CANCELLED):
+        if st.paused and not st.seen_postcopy and phase in (
+                base.Phase.FAILED, base.Phase.CANCELLED):
             try:
                 st.driver.resume_source(st.migration)
                 resumed = True
@@ -398,7 +427,8 @@ class TimeoutMonitor:
                      resumed: bool) -> None:
         outcome = Outcome(phase=phase, action=st.action,
                           action_error=st.action_error, deadline=st.deadline,
-                          fired_at=st.fired_at, resumed_source=resumed)
+                          fired_at=st.fired_at, resumed_source=resumed,
+                          guest=watch_mod.guest_location(st, phase, resumed))
         with self._cond:
             st.outcome = outcome
             if self._states.get(st.migration.id) is st:

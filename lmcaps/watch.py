@@ -22,6 +22,8 @@ class Outcome:
     :param fired_at: monotonic time the action call returned.
     :param resumed_source: a guest paused by the action was resumed on the
         source after the migration failed.
+    :param guest: where the guest runs, as far as the monitor knows, e.g.
+        ``destination (running)``, ``source (paused)``.
     """
 
     phase: base.Phase
@@ -30,6 +32,7 @@ class Outcome:
     deadline: float | None
     fired_at: float | None
     resumed_source: bool
+    guest: str = 'unknown'
 
 
 @dataclasses.dataclass(eq=False)
@@ -49,6 +52,8 @@ class State:
     latched: bool = False           # the deadline was handled: never again
     skipped: str | None = None      # why the deadline caused no action
     seen_postcopy: bool = False
+    blind_since: float | None = None   # get_progress failing since then
+    blind_reported: bool = False
     phase: base.Phase | None = None
     action: str | None = None
     action_error: str | None = None
@@ -83,7 +88,11 @@ def guest_location(st: State, phase: base.Phase, resumed: bool) -> str:
     if phase is base.Phase.COMPLETED:
         return 'destination (running)'
     if st.seen_postcopy:
-        return 'unknown (failed in post-copy)'
+        return ('destination (post-copy)' if phase is base.Phase.POSTCOPY
+                else 'unknown (failed in post-copy)')
+    if not phase.terminal:
+        return ('source (paused, migration still running)' if st.paused
+                else 'source (running, migration still running)')
     if st.paused and not resumed:
         return 'source (paused)'
     return 'source (running)'

@@ -24,6 +24,17 @@ LOG = logging.getLogger(__name__)
 MIB = 1024 ** 2
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not allowed; allowed: an integer >= 1')
+    return value
+
+
 class ProgressView:
     """Live progress: a bar on a terminal, a log line otherwise."""
 
@@ -85,8 +96,9 @@ class Migrate(show.ShowOne):
         parser.add_argument('--migrate-uri', metavar='URI',
                             help='Address the guest data goes to, e.g. '
                                  'tcp://10.0.0.2 (libvirt migrate_uri).')
-        parser.add_argument('--bandwidth', metavar='MIB/S', type=int,
-                            help='Bandwidth cap in MiB/s.')
+        parser.add_argument('--bandwidth', metavar='MIB/S',
+                            type=_positive_int,
+                            help='Bandwidth cap in MiB/s (an integer >= 1).')
         parser.add_argument('--block-migration', action='store_true',
                             help='Copy local disks too.')
         check_cmd.add_request_arguments(parser)

@@ -41,6 +41,8 @@ class _Domain:
         return item
 
     def state(self):
+        if isinstance(self.state_value, Exception):
+            raise self.state_value
         return list(self.state_value)
 
     def abortJob(self):
@@ -49,8 +51,12 @@ class _Domain:
     def suspend(self):
         self.calls.append('suspend')
 
+    def resume(self):
+        self.calls.append('resume')
+        self.state_value = (1, 0)
 
-class LibvirtDecisionTest(test_base.ConfTestCase):
+
+class _DriverCase(test_base.ConfTestCase):
 
     def setUp(self):
         super().setUp()
@@ -66,6 +72,9 @@ class LibvirtDecisionTest(test_base.ConfTestCase):
             state.finished.set()
         return base.Migration(spec=base.MigrationSpec('g', 'd'),
                               data_gib=2.0, backend=state)
+
+
+class LibvirtDecisionTest(_DriverCase):
 
     def test_thread_verdict_wins(self):
         for error, phase in ((None, base.Phase.COMPLETED),
@@ -124,6 +133,37 @@ class LibvirtDecisionTest(test_base.ConfTestCase):
         dom.state_value = (3, 1)     # paused by the user (us)
         self.assertEqual(base.Phase.PAUSED,
                          self.driver.get_progress(mig).phase)
+
+
+class ResumeTest(_DriverCase):
+
+    def test_guest_paused_by_its_owner_is_not_ours_to_pause(self):
+        dom = _Domain([{'type': 2, 'data_total': 100}], state=(3, 1))
+        mig = self.migration(dom)
+        err = self.assertRaises(exception.OperationRefused,
+                                self.driver.force_complete, mig,
+                                caps.ForceCompleteMode.PAUSE)
+        self.assertIn('already paused', str(err))
+        self.driver.resume_source(mig)
+        self.assertNotIn('resume', dom.calls)
+
+    def test_resume_only_what_we_paused(self):
+        dom = _Domain([{'type': 2, 'data_total': 100}])
+        mig = self.migration(dom)
+        self.driver.force_complete(mig, caps.ForceCompleteMode.PAUSE)
+        dom.state_value = (3, 1)
+        self.driver.resume_source(mig)
+        self.assertEqual(1, dom.calls.count('resume'))
+        self.driver.resume_source(mig)     # running again: nothing to do
+        self.assertEqual(1, dom.calls.count('resume'))
+
+    def test_resume_with_unknown_state_is_an_error(self):
+        dom = _Domain([{'type': 2, 'data_total': 100}])
+        mig = self.migration(dom)
+        self.driver.force_complete(mig, caps.ForceCompleteMode.PAUSE)
+        dom.state_value = _Error(38, 'connection lost')
+        self.assertRaises(exception.DriverError, self.driver.resume_source,
+                          mig)
 
 
 class HostDeclarationTest(test_base.ConfTestCase):

@@ -205,8 +205,8 @@ class DeadlineTest(MonitorTestCase):
         self.at(40)
         self.assertEqual(monitor.Outcome(
             phase=P.COMPLETED, action='postcopy', action_error=None,
-            deadline=START + 10, fired_at=START + 10.5, resumed_source=False),
-            watch.wait(0))
+            deadline=START + 10, fired_at=START + 10.5, resumed_source=False,
+            guest='destination (running)'), watch.wait(0))
         self.assertEqual(events.SUCCESS,
                          self.events(events.OUTCOME)[0].result)
 
@@ -364,6 +364,37 @@ class ActionTest(MonitorTestCase):
             self.at(2 + step * 0.5)
         self.assertEqual(1, driver.count('abort'))
         self.assertEqual(3, self.log.output.count('get_progress failed'))
+        [blind, fired] = self.events(events.TIMEOUT_ACTION)
+        self.assertEqual(events.ERROR, blind.result)
+        self.assertIn('progress unavailable', blind.details)
+        self.assertEqual(events.SUCCESS, fired.result)
+
+    def test_post_copy_seen_once_latches_no_action(self):
+        # a later reading that misses post-copy (e.g. a failed state call)
+        # must not make the monitor abort or pause a post-copy migration
+        driver = self.driver(script=[P.POSTCOPY])
+        self.watch(driver, self.policy(completion_timeout=5))
+        self.at(1)
+        for step in range(20):
+            self.at(5 + step * 0.5)
+        self.assertEqual(0, driver.count('abort'))
+        self.assertEqual([], self.events(events.TIMEOUT_ACTION))
+
+    def test_no_resume_after_failure_in_post_copy(self):
+        self.cfg.config(permit_post_copy=False, group='lmcaps')
+        driver = self.driver(reactions={'pause': P.PAUSED})
+        watch = self.watch(driver, self.policy(
+            completion_timeout=5, timeout_action='force_complete'))
+        self.at(5.5)
+        self.assertEqual(1, driver.count('pause'))
+        driver.script.extend([P.POSTCOPY])
+        self.at(6)
+        driver.phase = P.FAILED
+        self.at(7)
+        self.assertEqual(0, driver.count('resume_source'))
+        outcome = watch.wait(0)
+        self.assertFalse(outcome.resumed_source)
+        self.assertEqual('unknown (failed in post-copy)', outcome.guest)
 
 
 class LifecycleTest(MonitorTestCase):
@@ -390,7 +421,12 @@ class LifecycleTest(MonitorTestCase):
         self.monitor.stop()
         self.assertTrue(watch.done)
         self.assertEqual(P.PRECOPY, watch.wait(0).phase)
-        self.assertEqual([], self.store.list_events('inst-1'))
+        [ev] = self.store.list_events('inst-1')
+        self.assertEqual((events.OUTCOME, events.ERROR),
+                         (ev.event, ev.result))
+        self.assertIn('no longer enforced', ev.details)
+        self.assertIn('source (running, migration still running)',
+                      ev.details)
         self.assertRaises(exception.MonitorError, self.watch, driver,
                           self.policy())
 

@@ -222,7 +222,13 @@ class LibvirtDriver(base.LiveMigrationDriver):
                                    backend=_State(dom, flags))
         # Its own connection: see the module docstring.
         mconn = self._open()
-        mdom = self._lookup(mconn, spec.instance)
+        try:
+            mdom = self._lookup(mconn, spec.instance)
+        except lv.libvirtError as exc:
+            mconn.close()
+            raise exception.DriverError(
+                driver=self.name,
+                reason=f'domain {spec.instance}: {exc}') from exc
         state = migration.backend
         state.thread = threading.Thread(
             target=self._run, args=(mconn, mdom, spec.destination, params,
@@ -376,14 +382,29 @@ class LibvirtDriver(base.LiveMigrationDriver):
             return
 
         def pause() -> None:
+            st = self._domain_state(state)
+            if st is not None and st[0] == jobstats.STATE_PAUSED:
+                # Paused by its owner (or the migration): resuming it after
+                # a failure would not be ours to do.
+                raise exception.OperationRefused(
+                    driver=self.name, operation=mode.operation.value,
+                    migration=migration.id,
+                    reason='the guest is already paused')
             state.domain.suspend()
             state.paused_by_us = True
         self._control(migration, mode.operation, pause)
 
     def _resume_source(self, migration: base.Migration) -> None:
         state: _State = migration.backend
+        if not state.paused_by_us:
+            return
         st = self._domain_state(state)
-        if st is None or st[0] != jobstats.STATE_PAUSED:
+        if st is None:
+            raise exception.DriverError(
+                driver=self.name, reason=f'resume on the source: the state '
+                f'of {migration.spec.instance} there is unknown')
+        if st[0] != jobstats.STATE_PAUSED:
+            state.paused_by_us = False     # libvirt resumed it already
             return
         try:
             state.domain.resume()

@@ -221,7 +221,7 @@ class CommandLineTest(_Base):
                            'abort', '-f', 'json')
         self.assertEqual(3, proc.returncode, proc.stderr)
         summary = json.loads(proc.stdout)
-        self.assertEqual(('aborted', 'abort', 'source'),
+        self.assertEqual(('aborted', 'abort', 'source (running)'),
                          (summary['outcome'], summary['action'],
                           summary['guest_on']))
         self.assertIn(f'{name}: aborted', proc.stderr.splitlines()[-1])
