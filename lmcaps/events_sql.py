@@ -99,16 +99,6 @@ _PASSWORD_RE = re.compile(r'(://[^:/@]*:).*@')
 _READ_ONLY = 'lmcaps_read_only'
 
 
-class EventNotFound(exception.EventStoreError, KeyError):
-    """``event_finish`` found no unfinished event of that name."""
-
-    msg_fmt = ('Event store %(url)s has no unfinished event %(event)s for '
-               'instance %(instance)s, request %(request_id)s')
-
-    def __str__(self) -> str:
-        return self.message
-
-
 def mask_url(url: str | sa.engine.URL) -> str:
     """The URL with any password replaced by ``***``."""
     if isinstance(url, sa.engine.URL):
@@ -328,9 +318,9 @@ class SQLEventStore(events.EventStore):
                 'request_id': request_id, 'instance_uuid': instance_uuid,
                 'event': event}).first()
             if row is None:
-                raise EventNotFound(url=self.url, event=event,
-                                    instance=instance_uuid,
-                                    request_id=request_id)
+                raise exception.EventNotFound(
+                    url=self.url, event=event, instance=instance_uuid,
+                    request_id=request_id)
             conn.execute(_FINISH_EVENT, {
                 'event_id': row.id, 'finish_time': _now(), 'result': result,
                 'details': details, 'traceback': traceback})

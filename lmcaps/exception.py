@@ -8,6 +8,10 @@ own errors at the boundary; lmcaps never imports its host.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lmcaps.checks import PreCheckReport
 
 
 class LmcapsException(Exception):
@@ -79,18 +83,40 @@ class MigrationNotFound(LmcapsException):
 
 
 class MigrationPreCheckFailed(LmcapsException):
-    """One or more pre-live-migration checks failed; nothing was changed."""
+    """One or more pre-live-migration checks failed; nothing was changed.
+
+    :param report: the verdict of every check, when the checks were run
+        (``PreCheckRunner.run`` always gives it): callers show it without
+        running the checks again.
+    """
 
     msg_fmt = 'Live migration of %(instance)s refused: %(reasons)s'
 
-    def __init__(self, instance: str, reasons: Sequence[str]) -> None:
+    def __init__(self, instance: str, reasons: Sequence[str],
+                 report: PreCheckReport | None = None) -> None:
         self.instance = instance
         self.reasons = tuple(reasons)
+        self.report = report
         super().__init__(instance=instance, reasons='; '.join(self.reasons))
 
 
 class EventStoreError(LmcapsException):
     msg_fmt = 'Event store %(url)s is unusable: %(reason)s'
+
+
+class EventNotFound(EventStoreError, KeyError):
+    """``event_finish`` found no unfinished event of that name."""
+
+    msg_fmt = ('Event store %(url)s has no unfinished event %(event)s for '
+               'instance %(instance)s, request %(request_id)s')
+
+    def __str__(self) -> str:
+        return self.message  # KeyError's would quote the message
+
+
+class BackendNotFound(LmcapsException):
+    msg_fmt = ('No conformance backend for driver %(driver)s: %(reason)s; '
+               'give --backend module:Class')
 
 
 class MonitorError(LmcapsException):

@@ -94,28 +94,45 @@ class PreCheckRunner:
         return PreCheckReport(ctx.instance, tuple(results))
 
     def run(self, ctx: base.CheckContext, store: lmcaps_events.EventStore,
-            request_id: str, host: str | None = None) -> PreCheckReport:
-        """Run the checks, record one event, raise if any failed.
+            request_id: str, host: str | None = None, *,
+            record_success: bool = True) -> PreCheckReport:
+        """Run the checks once, record the event, raise if any failed.
 
-        :raises: MigrationPreCheckFailed with every failed reason.
+        :param record_success: False records no event when every check
+            passes (nova on host-wide defaults); a refusal or a crash is
+            recorded either way.
+        :raises: MigrationPreCheckFailed with every failed reason and the
+            report.
         """
         host = host or self.conf[lmcaps_conf.GROUP].host
-        store.event_start(request_id, ctx.instance, lmcaps_events.PRECHECK,
-                          host=host)
+
+        def start() -> None:
+            store.event_start(request_id, ctx.instance,
+                              lmcaps_events.PRECHECK, host=host)
+
+        if record_success:
+            start()
         try:
             report = self.evaluate(ctx)
         except BaseException as exc:
+            if not record_success:
+                start()
             store.event_finish(request_id, ctx.instance,
                                lmcaps_events.PRECHECK, lmcaps_events.ERROR,
                                details=str(exc),
                                traceback=traceback.format_exc())
             raise
         if report.passed:
-            store.event_finish(request_id, ctx.instance,
-                               lmcaps_events.PRECHECK, lmcaps_events.SUCCESS,
-                               details=f'{len(report.results)} checks passed')
+            if record_success:
+                store.event_finish(
+                    request_id, ctx.instance, lmcaps_events.PRECHECK,
+                    lmcaps_events.SUCCESS,
+                    details=f'{len(report.results)} checks passed')
             return report
+        if not record_success:
+            start()
         store.event_finish(request_id, ctx.instance, lmcaps_events.PRECHECK,
                            lmcaps_events.ERROR,
                            details=lmcaps_events.details_text(report.reasons))
-        raise exception.MigrationPreCheckFailed(ctx.instance, report.reasons)
+        raise exception.MigrationPreCheckFailed(ctx.instance, report.reasons,
+                                                report=report)

@@ -135,16 +135,16 @@ class Check(lister.Lister):
         request_id = parsed_args.request_id or f'req-{uuid.uuid4()}'
         self.refused: exception.MigrationPreCheckFailed | None = None
         try:
-            report = runner.run(ctx, store, request_id)
+            verdicts = runner.run(ctx, store, request_id).results
         except exception.MigrationPreCheckFailed as exc:
             self.refused = exc
-            report = runner.evaluate(ctx)  # the per-check verdicts to show
+            verdicts = exc.report.results if exc.report else ()
         finally:
             store.close()
         LOG.info('event %s of request %s recorded in %s',
                  lmcaps_events.PRECHECK, request_id, store.url)
         return COLUMNS, [(r.name, 'pass' if r.passed else 'fail', r.reason)
-                         for r in report.results]
+                         for r in verdicts]
 
     def run(self, parsed_args: argparse.Namespace) -> int:
         self.refused = None

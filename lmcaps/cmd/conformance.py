@@ -21,9 +21,10 @@ class Conformance(lister.Lister):
 
     Each operation is ``verified`` (it works as declared complete or
     partial), ``refused-as-declared`` (declared missing and refused early,
-    without side effects) or ``failed``.  The run is saved under
-    ``[lmcaps] state_path`` for ``lmcaps report``.  Exits 1 unless every
-    verdict passes.
+    without side effects) or ``failed``; with ``--test``, what no selected
+    test is about is ``not run``.  The whole run is saved under
+    ``[lmcaps] state_path`` for ``lmcaps report``.  Exits 1 when a verdict
+    is ``failed`` or no test ran.
     """
 
     def get_epilog(self) -> str:
@@ -86,11 +87,8 @@ class Conformance(lister.Lister):
 
 def rows(result: results.RunResult) -> list[tuple[str, str, str, str]]:
     """One row for the plugin tests, then one per operation."""
-    from lmcaps.conformance import results  # noqa: F811
-
     failed = [t for t in result.general if not t.ok]
-    out = [(PLUGIN, '-', results.FAILED if failed or not result.general
-            else results.VERIFIED,
+    out = [(PLUGIN, '-', result.general_verdict,
             '; '.join(f'{t.test}: {t.reason}' for t in failed))]
     for op, res in result.operations.items():
         out.append((op.value, res.declared.value if res.declared else '?',

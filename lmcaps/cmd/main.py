@@ -4,7 +4,7 @@ Errors a user can fix are printed as one line, ``lmcaps: error: ...``, with
 no traceback (``--debug`` adds it).  Exit codes: 0 success; 1 the operation
 failed (a pre-check refused, the event store is unusable, a driver failed);
 2 the input is wrong (arguments, request, configuration file or value,
-unknown driver or check).
+unknown driver, check or conformance backend).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lmcaps import exception
 #: Errors that mean "your input is wrong": exit code 2.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
     cfg.Error, exception.InvalidRequest, exception.DriverNotFound,
-    exception.CheckNotFound)
+    exception.CheckNotFound, exception.BackendNotFound)
 
 # oslo.config's message names the source as LocationInfo(...); say the file.
 _VALUE_ERROR_RE = re.compile(

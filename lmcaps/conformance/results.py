@@ -32,6 +32,8 @@ VERIFIED = 'verified'
 REFUSED = 'refused-as-declared'
 #: The behaviour contradicts the declaration, or the kit could not verify it.
 FAILED = 'failed'
+#: A run limited by a test filter selected no test about it: no verdict.
+NOT_RUN = 'not run'
 
 PASSED = 'passed'
 FILENAME = 'conformance.json'
@@ -65,9 +67,14 @@ class OperationResult:
 
     declared: caps.Support | None
     tests: list[TestOutcome] = dataclasses.field(default_factory=list)
+    #: The run was limited to some tests: no test here is ``not run``, not
+    #: a failure.
+    filtered: bool = False
 
     @property
     def verdict(self) -> str:
+        if not self.tests and self.filtered:
+            return NOT_RUN
         if (self.declared is None or not self.tests or
                 any(not t.ok for t in self.tests)):
             return FAILED
@@ -79,6 +86,8 @@ class OperationResult:
 
     @property
     def reasons(self) -> list[str]:
+        if self.verdict == NOT_RUN:
+            return []
         found = [f'{t.test}: {t.reason}' for t in self.tests if not t.ok]
         if not self.tests:
             found.append('no test ran for this operation')
@@ -89,11 +98,18 @@ class OperationResult:
 
 @dataclasses.dataclass
 class RunResult:
-    """A whole run of the kit against one driver."""
+    """A whole run of the kit against one driver.
+
+    ``tests``: the test-name prefixes the run was limited to (none: the
+    whole kit).  In a limited run, what no selected test is about is
+    ``not run`` and does not count against :attr:`passed`; in a whole run
+    it fails.
+    """
 
     driver: str
     backend: str
     declaration: caps.Declaration | None = None
+    tests: tuple[str, ...] = ()
     general: list[TestOutcome] = dataclasses.field(default_factory=list)
     operations: dict[caps.Operation, OperationResult] = dataclasses.field(
         default_factory=dict)
@@ -112,7 +128,8 @@ class RunResult:
 
     def operation(self, op: caps.Operation) -> OperationResult:
         if op not in self.operations:
-            self.operations[op] = OperationResult(None)
+            self.operations[op] = OperationResult(None,
+                                                  filtered=bool(self.tests))
         return self.operations[op]
 
     def finish(self) -> None:
@@ -125,10 +142,19 @@ class RunResult:
             datetime.timezone.utc).isoformat(timespec='seconds')
 
     @property
+    def general_verdict(self) -> str:
+        """The verdict on the plugin as a whole (the general tests)."""
+        if not self.general:
+            return NOT_RUN if self.tests else FAILED
+        return VERIFIED if all(t.ok for t in self.general) else FAILED
+
+    @property
     def passed(self) -> bool:
-        return (all(t.ok for t in self.general) and bool(self.general) and
-                all(self.operation(op).verdict != FAILED
-                    for op in caps.Operation))
+        """No verdict failed, and at least one test ran."""
+        ran = bool(self.general) or any(
+            self.operation(op).tests for op in caps.Operation)
+        return ran and self.general_verdict != FAILED and all(
+            self.operation(op).verdict != FAILED for op in caps.Operation)
 
     def as_dict(self) -> dict:
         return {

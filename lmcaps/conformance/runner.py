@@ -20,11 +20,6 @@ BACKENDS_NAMESPACE = 'lmcaps.conformance.backends'
 BackendFactory = harness.BackendFactory
 
 
-class BackendNotFound(exception.LmcapsException):
-    msg_fmt = ('No conformance backend for driver %(driver)s: %(reason)s; '
-               'give --backend module:Class')
-
-
 class _Run(suite.DriverConformanceTest):
     """The kit, with driver, backend and config files set per test by run()."""
 
@@ -40,22 +35,23 @@ def resolve_backend(driver: str, spec: str | None = None) -> BackendFactory:
     if spec:
         module, _sep, attr = spec.partition(':')
         if not module or not attr:
-            raise BackendNotFound(driver=driver,
-                                  reason=f'{spec!r} is not module:Class')
+            raise exception.BackendNotFound(
+                driver=driver, reason=f'{spec!r} is not module:Class')
         try:
             obj: Any = importlib.import_module(module)
             for part in attr.split('.'):
                 obj = getattr(obj, part)
         except (ImportError, AttributeError) as exc:
-            raise BackendNotFound(driver=driver, reason=f'{spec}: {exc}')
+            raise exception.BackendNotFound(driver=driver,
+                                            reason=f'{spec}: {exc}')
         return obj
     for ep in metadata.entry_points(group=BACKENDS_NAMESPACE):
         if ep.name == driver:
             return ep.load()
     if driver == 'fake':
         return fake.FakeBackend
-    raise BackendNotFound(driver=driver, reason='none registered in '
-                                                f'{BACKENDS_NAMESPACE}')
+    raise exception.BackendNotFound(
+        driver=driver, reason=f'none registered in {BACKENDS_NAMESPACE}')
 
 
 def describe(factory: object) -> str:
@@ -142,7 +138,8 @@ def run(driver: str, backend: BackendFactory | None = None, *,
         case.backend = factory
         case.config_files = tuple(config_files)
         cases.append(case)
-    result = results.RunResult(driver=driver, backend=describe(factory))
+    result = results.RunResult(driver=driver, backend=describe(factory),
+                               tests=tuple(tests))
     collector = _Collector(result, stream)
     unittest.TestSuite(cases).run(collector)
     result.finish()

@@ -9,7 +9,9 @@
   validators nova loads from ``nova.api.extra_spec_validators``;
 * :mod:`lmcaps.nova.events` — an EventStore over nova's instance actions;
 * :mod:`lmcaps.nova.traits` — capabilities as placement traits;
-* :mod:`lmcaps.nova.cmd` — the ``lmcaps-nova-compute`` console script.
+* :mod:`lmcaps.nova.cmd` — the ``lmcaps-nova-compute`` console script;
+* :mod:`lmcaps.nova.conf` — the ``[lmcaps_nova]`` options.
 
-Importing this package imports nothing from nova; its modules do.
+Importing this package imports nothing from nova; its modules do, except
+:mod:`lmcaps.nova.conf`, which oslo-config-generator loads without nova.
 """

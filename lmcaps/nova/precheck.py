@@ -5,13 +5,15 @@ refuses with ``MigrationPreCheckError``, the one error for which nova's
 conductor keeps the instance's vm_state (ACTIVE); nova then records its
 ``compute_check_can_live_migrate_source`` event as Error with the reason.
 lmcaps records its own ``lmcaps_precheck_live_migration`` event in the same
-instance action when per-instance values are in play or a check fails; a
-migration on host-wide defaults that passes adds no event.
+instance action when per-instance values are in play, a check fails or
+lmcaps itself fails; a migration on host-wide defaults that passes adds no
+event.  The checks are evaluated once either way.
 """
 
 from __future__ import annotations
 
 import threading
+import traceback
 from typing import Any
 
 from nova import exception as nova_exception
@@ -69,16 +71,27 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
             declaration=nova_declaration.host_declaration(driver, conf),
             conf=conf, request=_merged(layers))
         checks = runner(conf)
-        if not policy.per_instance and checks.evaluate(ctx).passed:
-            return ctx
-        checks.run(ctx, store, context.request_id, host=conf.host)
-        return ctx
+    except Exception as exc:
+        reason = _crashed(instance, exc)
+        _record_refusal(store, context, instance, conf, reason,
+                        traceback.format_exc())
+        raise nova_exception.MigrationPreCheckError(reason=reason) from exc
+    try:
+        # One evaluation; on host-wide defaults a pass adds no event.
+        checks.run(ctx, store, context.request_id, host=conf.host,
+                   record_success=policy.per_instance)
     except exception.MigrationPreCheckFailed as exc:
         raise nova_exception.MigrationPreCheckError(reason=exc.message)
-    except Exception as exc:
-        LOG.exception('lmcaps pre-check of instance %s failed', instance.uuid)
-        reason = f'lmcaps pre-check error: {type(exc).__name__}: {exc}'
+    except Exception as exc:  # run() has recorded the event, if it could
+        reason = _crashed(instance, exc)
         raise nova_exception.MigrationPreCheckError(reason=reason) from exc
+    return ctx
+
+
+def _crashed(instance: Any, exc: Exception) -> str:
+    """Log lmcaps's own failure; the reason nova is given."""
+    LOG.exception('lmcaps pre-check of instance %s failed', instance.uuid)
+    return f'lmcaps pre-check error: {type(exc).__name__}: {exc}'
 
 
 def _merged(layers: nova_policy.Layers) -> dict[str, Any]:
@@ -89,11 +102,13 @@ def _merged(layers: nova_policy.Layers) -> dict[str, Any]:
 
 
 def _record_refusal(store: nova_events.NovaEventStore, context: Any,
-                    instance: Any, conf: cfg.ConfigOpts, reason: str) -> None:
+                    instance: Any, conf: cfg.ConfigOpts, reason: str,
+                    tb: str | None = None) -> None:
+    """Record the refusal as an Error event; never raises."""
     try:
         store.record(context.request_id, instance.uuid,
                      lmcaps_events.PRECHECK, lmcaps_events.ERROR,
-                     host=conf.host, details=reason)
+                     host=conf.host, details=reason, traceback=tb)
     except Exception:
         LOG.exception('could not record the lmcaps pre-check refusal of '
                       'instance %s', instance.uuid)

@@ -16,6 +16,7 @@ from nova import exception
 from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 
+from lmcaps import checks as lmcaps_checks
 from lmcaps import events as lmcaps_events
 from lmcaps.nova import request as nova_request
 from tests.nova import base
@@ -55,6 +56,29 @@ class SourcePreCheckTest(base.NovaLmcapsTestCase):
 
     def reloaded(self, instance: objects.Instance) -> objects.Instance:
         return objects.Instance.get_by_uuid(self.context, instance.uuid)
+
+    def named(self, instance: objects.Instance,
+              name: str) -> list[objects.InstanceActionEvent]:
+        """Every event called ``name`` of the live-migration action."""
+        action = objects.InstanceAction.get_by_request_id(
+            self.context, instance.uuid, self.context.request_id)
+        return [ev for ev in objects.InstanceActionEventList.get_by_action(
+            self.context, action.id) if ev.event == name]
+
+    def spy_evaluate(self) -> list:
+        """The contexts the pre-checks are evaluated on (they still run)."""
+        real = lmcaps_checks.PreCheckRunner.evaluate
+        calls = []
+
+        def evaluate(runner, ctx):
+            calls.append(ctx)
+            return real(runner, ctx)
+
+        patcher = mock.patch.object(lmcaps_checks.PreCheckRunner, 'evaluate',
+                                    evaluate)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return calls
 
     def test_unsupported_request_is_refused_and_recorded(self):
         inst = self.make_instance(extra_specs=POSTCOPY)
@@ -102,8 +126,36 @@ class SourcePreCheckTest(base.NovaLmcapsTestCase):
 
     def test_host_wide_defaults_add_no_event(self):
         inst = self.make_instance()
+        evaluate = self.spy_evaluate()
         self.check(inst)
         self.assertEqual({CHECK_EVENT}, set(self.events(inst)))
+        self.assertEqual(1, len(evaluate))
+
+    def test_host_wide_defaults_refused_with_one_evaluation(self):
+        # nova's own options imply post-copy, which this host does not permit.
+        self.flags(live_migration_timeout_action='force_complete',
+                   group='libvirt')
+        self.flags(force_complete_mode='postcopy', group='lmcaps')
+        inst = self.make_instance()
+        evaluate = self.spy_evaluate()
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('post_copy: force_complete_mode postcopy (from config)',
+                      str(exc))
+        self.assertEqual(1, len(evaluate))
+        [ours] = self.named(inst, lmcaps_events.PRECHECK)
+        self.assertEqual('Error', ours.result)
+        self.assertIn('post_copy: force_complete_mode postcopy', ours.details)
+
+    def test_per_instance_values_evaluated_once(self):
+        inst = self.make_instance(extra_specs=POSTCOPY)
+        evaluate = self.spy_evaluate()
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('post_copy: force_complete_mode postcopy (from flavor)',
+                      str(exc))
+        self.assertEqual(1, len(evaluate))
+        self.assertEqual(1, len(self.named(inst, lmcaps_events.PRECHECK)))
 
     def test_bad_flavor_value_stored_without_validation_is_refused(self):
         # Extra specs set below microversion 2.86 are not validated by nova.
@@ -152,3 +204,22 @@ class SourcePreCheckTest(base.NovaLmcapsTestCase):
         exc = self.assertRaises(exception.MigrationPreCheckError,
                                 self.check, inst)
         self.assertIn('lmcaps pre-check error: CheckNotFound', str(exc))
+        self.assertEqual(vm_states.ACTIVE, self.reloaded(inst).vm_state)
+        [ours] = self.named(inst, lmcaps_events.PRECHECK)
+        self.assertEqual(('Error', 'source-host'), (ours.result, ours.host))
+        self.assertIn("lmcaps pre-check error: CheckNotFound: Unknown "
+                      "pre-check 'no_such_check'", ours.details)
+        self.assertIn('Traceback (most recent call last)', ours.traceback)
+
+    def test_lmcaps_crash_in_the_checks_is_recorded_once(self):
+        inst = self.make_instance()
+        with mock.patch.object(lmcaps_checks.PreCheckRunner, 'evaluate',
+                               side_effect=RuntimeError('checks broke')):
+            exc = self.assertRaises(exception.MigrationPreCheckError,
+                                    self.check, inst)
+        self.assertIn('lmcaps pre-check error: RuntimeError: checks broke',
+                      str(exc))
+        [ours] = self.named(inst, lmcaps_events.PRECHECK)
+        self.assertEqual(('Error', 'checks broke'),
+                         (ours.result, ours.details))
+        self.assertEqual(vm_states.ACTIVE, self.reloaded(inst).vm_state)

@@ -1,6 +1,7 @@
 """Tests of the built-in pre-checks and the runner."""
 
 import ddt
+import fixtures
 
 from lmcaps import capabilities as caps
 from lmcaps import checks
@@ -185,3 +186,66 @@ class RunnerTest(_Base):
                                 runner.run, self.ctx(), store, 'r')
         self.assertIn('crashed: RuntimeError: boom', str(err))
         self.assertEqual(events.ERROR, store.list_events('inst-1')[0].result)
+
+    def test_refusal_carries_the_report(self):
+        store = events.MemoryEventStore()
+        ctx = self.ctx({'completion_timeout': 500,
+                        'timeout_action': 'force_complete',
+                        'force_complete_mode': 'postcopy'}, _decl(postcopy=M))
+        err = self.assertRaises(exception.MigrationPreCheckFailed,
+                                checks.PreCheckRunner(self.conf).run,
+                                ctx, store, 'req-3')
+        self.assertEqual(['driver_support', 'post_copy', 'timeout_bounds'],
+                         [r.name for r in err.report.results])
+        self.assertEqual(tuple(err.report.reasons), err.reasons)
+        self.assertFalse(err.report.results[0].passed)
+
+    def test_no_success_event_unless_asked(self):
+        store = events.MemoryEventStore()
+        runner = checks.PreCheckRunner.from_checks(
+            self.conf, [_Counting(self.conf, True)])
+        report = runner.run(self.ctx(), store, 'r', record_success=False)
+        self.assertTrue(report.passed)
+        self.assertEqual([], store.list_events('inst-1'))
+        self.assertEqual(1, runner.checks[0].calls)
+
+    def test_refusal_recorded_once_without_success_event(self):
+        store = events.MemoryEventStore()
+        runner = checks.PreCheckRunner.from_checks(
+            self.conf, [_Counting(self.conf, False)])
+        err = self.assertRaises(exception.MigrationPreCheckFailed,
+                                runner.run, self.ctx(), store, 'r',
+                                record_success=False)
+        self.assertEqual(1, runner.checks[0].calls)
+        self.assertEqual(('counting: no',), err.reasons)
+        self.assertEqual(err.reasons, tuple(err.report.reasons))
+        [ev] = store.list_events('inst-1')
+        self.assertEqual((events.PRECHECK, events.ERROR, 'counting: no'),
+                         (ev.event, ev.result, ev.details))
+        self.assertIsNotNone(ev.finish_time)
+
+    def test_evaluation_crash_recorded_without_success_event(self):
+        store = events.MemoryEventStore()
+        runner = checks.PreCheckRunner.from_checks(self.conf, [])
+        self.useFixture(fixtures.MockPatchObject(
+            runner, 'evaluate', side_effect=RuntimeError('broke')))
+        self.assertRaises(RuntimeError, runner.run, self.ctx(), store, 'r',
+                          record_success=False)
+        [ev] = store.list_events('inst-1')
+        self.assertEqual((events.ERROR, 'broke'), (ev.result, ev.details))
+        self.assertIn('RuntimeError: broke', ev.traceback)
+
+
+class _Counting(base.PreCheck):
+    """Passes or fails as told; counts its evaluations."""
+
+    name = 'counting'
+
+    def __init__(self, conf, passes):
+        super().__init__(conf)
+        self.passes = passes
+        self.calls = 0
+
+    def check(self, ctx):
+        self.calls += 1
+        return self.ok() if self.passes else self.fail('no')

@@ -16,6 +16,7 @@ import fixtures
 from oslotest import base as test_base
 
 from lmcaps import capabilities as caps
+from lmcaps import checks
 from lmcaps import drivers
 from lmcaps import events
 from lmcaps import report
@@ -161,7 +162,41 @@ class CheckAndEventsTest(CLITestCase):
         self.assertEqual(('req-2', events.ERROR),
                          (ev['Request ID'], ev['Result']))
         self.assertIn('abort is missing for driver fake', ev['Details'])
-        self.assertIn('Traceback', ev)
+        # A refusal is a verdict, not a crash: there is no traceback.
+        self.assertIsNone(ev['Traceback'])
+        [short] = self.json_out('events', INSTANCE)
+        self.assertNotIn('Traceback', short)
+
+    def test_refusal_evaluates_the_checks_once(self) -> None:
+        self.write_config(lmcaps_fake={'abort': 'missing'})
+        evaluate = self.useFixture(fixtures.MockPatchObject(
+            checks.PreCheckRunner, 'evaluate', autospec=True,
+            side_effect=checks.PreCheckRunner.evaluate)).mock
+        code, out, _err = self.lmcaps(
+            'check', '--instance', INSTANCE, '--request',
+            '{"completion_timeout": 60, "timeout_action": "abort"}',
+            '-f', 'json')
+        self.assertEqual(1, code)
+        self.assertEqual(1, evaluate.call_count)
+        self.assertEqual({'driver_support': 'fail', 'post_copy': 'pass',
+                          'timeout_bounds': 'pass'},
+                         {v['Check']: v['Result'] for v in json.loads(out)})
+
+    def test_crash_event_shows_its_traceback_with_long(self) -> None:
+        self.useFixture(fixtures.MockPatchObject(
+            checks.PreCheckRunner, 'evaluate',
+            side_effect=RuntimeError('checks broke')))
+        code, _out, err = self.lmcaps('check', '--instance', INSTANCE,
+                                      '--request-id', 'req-3')
+        self.assertEqual(1, code)
+        self.assertIn('RuntimeError: checks broke', err)
+        [ev] = self.json_out('events', INSTANCE, '--long')
+        self.assertEqual((events.ERROR, 'checks broke'),
+                         (ev['Result'], ev['Details']))
+        self.assertTrue(ev['Traceback'].startswith(
+            'Traceback (most recent call last):'), ev['Traceback'])
+        self.assertTrue(ev['Traceback'].rstrip().endswith(
+            'RuntimeError: checks broke'), ev['Traceback'])
 
     def test_events_filter_by_request(self) -> None:
         for req in ('req-a', 'req-b'):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
+import types
 
 import fixtures
 import testtools
@@ -178,6 +180,23 @@ class TestKitFails(testtools.TestCase):
         self.assertFailed(self.run_kit(tests=('test_behaviour_4_',)),
                           Op.PER_INSTANCE_TIMEOUT, 'driver calls')
 
+    def test_timeout_test_waits_on_the_monitor_not_the_clock(self) -> None:
+        # Once the watch has ended the monitor acts no more: a sleep after
+        # it only makes the kit slower.
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            time.sleep(seconds)
+
+        self.patch('lmcaps.conformance.suite.time', types.SimpleNamespace(
+            monotonic=time.monotonic, sleep=sleep))
+        result = self.run_kit(tests=('test_behaviour_4_',))
+        self.assertEqual(results.VERIFIED,
+                         result.operations[Op.PER_INSTANCE_TIMEOUT].verdict,
+                         result.operations[Op.PER_INSTANCE_TIMEOUT].reasons)
+        self.assertEqual([], slept)
+
     def test_timeout_action_before_the_deadline_fails(self) -> None:
         self.patch('lmcaps.policy.deadline_reached', lambda *a: True)
         self.assertFailed(
@@ -239,6 +258,30 @@ class TestResults(testtools.TestCase):
         run.finish()
         self.assertEqual({results.FAILED},
                          {r.verdict for r in run.operations.values()})
+        self.assertEqual(results.FAILED, run.general_verdict)
+        self.assertFalse(run.passed)
+
+    def test_filtered_run_leaves_the_rest_not_run(self) -> None:
+        run = conformance.run('fake', AbortMissing, tests=ABORT_TESTS)
+        verdicts = {op: r.verdict for op, r in run.operations.items()}
+        self.assertEqual(results.REFUSED, verdicts.pop(Op.ABORT))
+        self.assertEqual({results.NOT_RUN}, set(verdicts.values()))
+        self.assertEqual([], run.operations[Op.PER_INSTANCE_TIMEOUT].reasons)
+        self.assertEqual(results.NOT_RUN, run.general_verdict)
+        self.assertTrue(run.passed)
+
+    def test_filtered_run_still_fails_a_failed_test(self) -> None:
+        self.useFixture(fixtures.MonkeyPatch(
+            'lmcaps.drivers.fake.FakeDriver.abort', _not_implemented))
+        run = conformance.run('fake', AbortMissing, tests=ABORT_TESTS)
+        self.assertEqual(results.FAILED, run.operations[Op.ABORT].verdict)
+        self.assertFalse(run.passed)
+
+    def test_filtered_run_with_no_test_fails(self) -> None:
+        run = conformance.run('fake', AbortMissing, tests=('test_nosuch',))
+        self.assertEqual({results.NOT_RUN},
+                         {r.verdict for r in run.operations.values()})
+        self.assertFalse(run.passed)
 
     def test_operation_of(self) -> None:
         self.assertIs(Op.FORCE_COMPLETE_PAUSE,
@@ -252,9 +295,9 @@ class TestResults(testtools.TestCase):
         self.assertIs(AbortMissing, runner.resolve_backend(
             'x', f'{__name__}:AbortMissing'))
         for spec in ('nocolon', 'no.such.module:X', f'{__name__}:Nope'):
-            self.assertRaises(runner.BackendNotFound,
+            self.assertRaises(exception.BackendNotFound,
                               runner.resolve_backend, 'x', spec)
-        self.assertRaises(exception.LmcapsException,
+        self.assertRaises(exception.BackendNotFound,
                           runner.resolve_backend, 'nosuchdriver')
 
 
@@ -306,19 +349,38 @@ class TestCommand(testtools.TestCase):
             'Verdict'])
         self.assertFalse(results.load_last(self.state)['fake']['passed'])
 
-    def test_partial_run_is_not_saved(self) -> None:
-        code, _out, err = self.lmcaps('conformance', 'fake', '--test',
-                                      'test_declared_')
-        self.assertEqual(1, code, err)   # plugin tests did not run
+    def test_filtered_run_passes_and_is_not_saved(self) -> None:
+        code, out, err = self.lmcaps('conformance', 'fake', '--test',
+                                     'test_declared_1_', '-f', 'json')
+        self.assertEqual(0, code, err)
+        rows = {r['Operation']: r for r in json.loads(out)}
+        self.assertEqual(results.REFUSED, rows.pop('abort')['Verdict'])
+        self.assertEqual({results.NOT_RUN},
+                         {r['Verdict'] for r in rows.values()})
+        self.assertEqual({''}, {r['Reason'] for r in rows.values()})
         self.assertEqual({}, results.load_last(self.state))
+
+    def test_filtered_run_with_a_failure_exits_1(self) -> None:
+        self.useFixture(fixtures.MonkeyPatch(
+            'lmcaps.drivers.fake.FakeDriver.abort', _not_implemented))
+        code, out, err = self.lmcaps('conformance', 'fake', '--test',
+                                     'test_behaviour_1_', '-f', 'json')
+        self.assertEqual(1, code, err)
+        rows = {r['Operation']: r for r in json.loads(out)}
+        self.assertEqual(results.FAILED, rows['abort']['Verdict'])
+        self.assertEqual(results.NOT_RUN, rows['plugin']['Verdict'])
 
     def test_unknown_driver_is_a_usage_error(self) -> None:
         code, _out, err = self.lmcaps('conformance', 'nosuchdriver')
         self.assertEqual(2, code)
         self.assertIn("Unknown lmcaps driver 'nosuchdriver'", err)
 
-    def test_unknown_backend(self) -> None:
-        code, _out, err = self.lmcaps('conformance', 'fake',
-                                      '--backend', 'nope:Nope')
-        self.assertEqual(1, code)
-        self.assertIn('No conformance backend', err)
+    def test_unknown_backend_is_a_usage_error(self) -> None:
+        for spec in ('nope:Nope', 'nocolon', f'{__name__}:Nope'):
+            code, out, err = self.lmcaps('conformance', 'fake',
+                                         '--backend', spec)
+            self.assertEqual((2, ''), (code, out), err)
+            [line] = err.splitlines()
+            self.assertTrue(line.startswith(
+                'lmcaps: error: No conformance backend for driver fake: '),
+                line)

@@ -14,6 +14,7 @@ from importlib import metadata
 import ddt
 from cliff import command
 from oslo_config import cfg
+from oslo_config import generator
 from oslotest import base as test_base
 
 from lmcaps.checks import base as checks_base
@@ -23,6 +24,8 @@ from lmcaps.drivers import base as drivers_base
 DIST = 'lmcaps'
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+GENERATOR_CONF = os.path.join(ROOT, 'etc', 'lmcaps',
+                              'lmcaps-config-generator.conf')
 
 
 def installed() -> dict[str, dict[str, str]]:
@@ -70,15 +73,28 @@ def _cli(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
     test.assertTrue(obj.__doc__)
 
 
+def opts_prefix(namespace: str) -> str:
+    """The group names a namespace may list: ``lmcaps.nova`` -> lmcaps_nova.
+
+    :raises: ValueError for a namespace that is not ours.
+    """
+    if namespace != DIST and not namespace.startswith(DIST + '.'):
+        raise ValueError(f'{namespace!r} is not an {DIST} namespace')
+    return namespace.replace('.', '_')
+
+
 def _opts(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
           obj: object) -> None:
-    # The namespace is ours: never another project's name.
-    test.assertTrue(ep.name == DIST or ep.name.startswith(DIST + '.'),
-                    ep.name)
-    groups = obj()
-    test.assertIn(DIST, [g for g, _ in groups])
-    for group, opts in groups:
-        test.assertTrue(group == DIST or group.startswith(DIST + '_'), group)
+    # The namespace is ours: never another project's name.  ``lmcaps``
+    # lists [lmcaps] and the drivers' [lmcaps_<driver>]; ``lmcaps.<x>``
+    # lists only [lmcaps_<x>...] (not [lmcaps], nor a driver's group).
+    prefix = opts_prefix(ep.name)
+    groups = [g for g, _ in obj()]
+    test.assertIn(prefix, groups)
+    test.assertEqual(len(groups), len(set(groups)), groups)
+    for group, opts in obj():
+        test.assertTrue(group == prefix or group.startswith(prefix + '_'),
+                        f'{ep.name} lists [{group}]')
         test.assertTrue(opts)
         for opt in opts:
             test.assertIsInstance(opt, cfg.Opt)
@@ -159,11 +175,46 @@ class EntryPointTest(test_base.BaseTestCase):
         """A stale install (setup.cfg edited, not reinstalled) fails here."""
         self.assertEqual(declared_in_setup_cfg(), installed())
 
-    def test_generator_namespace_is_declared(self) -> None:
-        parser = configparser.ConfigParser()
-        parser.read(os.path.join(ROOT, 'etc', 'lmcaps',
-                                 'lmcaps-config-generator.conf'))
-        namespaces = parser['DEFAULT']['namespace'].split()
-        self.assertTrue(namespaces)
-        for namespace in namespaces:
-            self.assertIn(namespace, installed()['oslo.config.opts'])
+    def test_generator_config_names_every_namespace(self) -> None:
+        """oslo-config-generator reads exactly our oslo.config.opts."""
+        conf = cfg.ConfigOpts()
+        generator.register_cli_opts(conf)
+        conf(['--config-file', GENERATOR_CONF])
+        self.assertEqual(sorted(installed()['oslo.config.opts']),
+                         sorted(conf.namespace))
+
+    def test_each_group_in_one_namespace_and_in_the_sample(self) -> None:
+        with open(os.path.join(ROOT, 'etc', 'lmcaps',
+                               'lmcaps.conf.sample')) as f:
+            text = f.read()
+        owner: dict[str, str] = {}
+        for ep in metadata.distribution(DIST).entry_points:
+            if ep.group != 'oslo.config.opts':
+                continue
+            for group, opts in ep.load()():
+                self.assertNotIn(group, owner, f'[{group}] is listed by '
+                                 f'{owner.get(group)} and {ep.name}')
+                owner[group] = ep.name
+                self.assertIn(f'\n[{group}]\n', text)
+                for opt in opts:
+                    self.assertIn(f'#{opt.dest} =', text, f'[{group}]')
+        self.assertIn('lmcaps_nova', owner)
+
+    def test_opts_namespace_prefixes(self) -> None:
+        self.assertEqual('lmcaps', opts_prefix('lmcaps'))
+        self.assertEqual('lmcaps_nova', opts_prefix('lmcaps.nova'))
+        for other in ('oslo.cache', 'lmcapsx', 'nova.lmcaps'):
+            self.assertRaises(ValueError, opts_prefix, other)
+
+    def test_opts_check_refuses_foreign_groups(self) -> None:
+        """A namespace listing a group outside its prefix fails _opts."""
+        opt = cfg.BoolOpt('x', help='x')
+        ep = metadata.EntryPoint('lmcaps.nova', 'm:f', 'oslo.config.opts')
+        for groups in ([('lmcaps_nova', [opt]), ('lmcaps', [opt])],
+                       [('lmcaps_nova', [opt]), ('lmcaps_fake', [opt])],
+                       [('lmcaps_novax', [opt])],
+                       [('lmcaps_nova', [])]):
+            self.assertRaises(self.failureException, _opts, self, ep,
+                              lambda groups=groups: groups)
+        _opts(self, ep, lambda: [('lmcaps_nova', [opt]),
+                                 ('lmcaps_nova_extra', [opt])])

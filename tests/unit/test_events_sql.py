@@ -255,6 +255,18 @@ class ErrorTest(test_base.BaseTestCase):
             self.assertIn(fragment, msg)
         return msg
 
+    def test_finish_without_start_is_event_not_found(self) -> None:
+        store = events_sql.SQLEventStore('sqlite://')
+        self.addCleanup(store.close)
+        exc = self.assertRaises(exception.EventNotFound, store.event_finish,
+                                'req-1', INSTANCE, 'ev', events.SUCCESS)
+        self.assertIsInstance(exc, exception.EventStoreError)
+        self.assertIsInstance(exc, KeyError)
+        # The message itself, not KeyError's quoted repr of it.
+        self.assertEqual(f'Event store {store.url} has no unfinished event '
+                         f'ev for instance {INSTANCE}, request req-1',
+                         str(exc))
+
     @ddt.data(
         ('not a url', 'not a database URL'),
         ('nosuchdialect://u:pw@host/db', 'cannot use this database'),
