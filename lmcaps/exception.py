@@ -36,10 +36,6 @@ class InvalidRequest(LmcapsException):
     msg_fmt = 'Invalid live-migration request: %(reason)s'
 
 
-class InvalidPolicy(LmcapsException):
-    msg_fmt = 'Invalid live-migration policy: %(reason)s'
-
-
 class DriverNotFound(LmcapsException):
     msg_fmt = ("Unknown lmcaps driver '%(name)s'; installed drivers: "
                "%(available)s")

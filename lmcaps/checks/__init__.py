@@ -50,8 +50,17 @@ class PreCheckRunner:
     """
 
     def __init__(self, conf: cfg.ConfigOpts,
-                 names: list[str] | None = None) -> None:
+                 names: list[str] | None = None, *,
+                 checks: list[base.PreCheck] | None = None) -> None:
+        """:param checks: check objects to run instead of loading ``names``
+            (tests, embedding hosts with checks of their own)."""
         self.conf = conf
+        self.checks: list[base.PreCheck] = (
+            list(checks) if checks is not None else self._load(conf, names))
+
+    @staticmethod
+    def _load(conf: cfg.ConfigOpts,
+              names: list[str] | None) -> list[base.PreCheck]:
         names = list(conf[lmcaps_conf.GROUP].enabled_checks
                      if names is None else names)
         installed = available()
@@ -69,16 +78,7 @@ class PreCheckRunner:
             NAMESPACE, names=names, name_order=True, invoke_on_load=True,
             invoke_args=(conf,), on_load_failure_callback=failed,
             propagate_map_exceptions=True)
-        self.checks: list[base.PreCheck] = [ext.obj for ext in mgr]
-
-    @classmethod
-    def from_checks(cls, conf: cfg.ConfigOpts,
-                    checks: list[base.PreCheck]) -> PreCheckRunner:
-        """A runner over given check objects (tests, embedding)."""
-        self = cls.__new__(cls)
-        self.conf = conf
-        self.checks = list(checks)
-        return self
+        return [ext.obj for ext in mgr]
 
     def evaluate(self, ctx: base.CheckContext) -> PreCheckReport:
         """Run every check; a check that crashes counts as failed."""
@@ -105,34 +105,30 @@ class PreCheckRunner:
             report.
         """
         host = host or self.conf[lmcaps_conf.GROUP].host
+        started = record_success   # start now, so the event times the checks
 
-        def start() -> None:
+        def finish(result: str, details: str, tb: str | None = None) -> None:
+            if not started:
+                store.event_start(request_id, ctx.instance,
+                                  lmcaps_events.PRECHECK, host=host)
+            store.event_finish(request_id, ctx.instance,
+                               lmcaps_events.PRECHECK, result,
+                               details=details, traceback=tb)
+
+        if started:
             store.event_start(request_id, ctx.instance,
                               lmcaps_events.PRECHECK, host=host)
-
-        if record_success:
-            start()
         try:
             report = self.evaluate(ctx)
         except BaseException as exc:
-            if not record_success:
-                start()
-            store.event_finish(request_id, ctx.instance,
-                               lmcaps_events.PRECHECK, lmcaps_events.ERROR,
-                               details=str(exc),
-                               traceback=traceback.format_exc())
+            finish(lmcaps_events.ERROR, str(exc), traceback.format_exc())
             raise
         if report.passed:
             if record_success:
-                store.event_finish(
-                    request_id, ctx.instance, lmcaps_events.PRECHECK,
-                    lmcaps_events.SUCCESS,
-                    details=f'{len(report.results)} checks passed')
+                finish(lmcaps_events.SUCCESS,
+                       f'{len(report.results)} checks passed')
             return report
-        if not record_success:
-            start()
-        store.event_finish(request_id, ctx.instance, lmcaps_events.PRECHECK,
-                           lmcaps_events.ERROR,
-                           details=lmcaps_events.details_text(report.reasons))
+        finish(lmcaps_events.ERROR,
+               lmcaps_events.details_text(report.reasons))
         raise exception.MigrationPreCheckFailed(ctx.instance, report.reasons,
                                                 report=report)

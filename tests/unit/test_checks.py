@@ -180,8 +180,7 @@ class RunnerTest(_Base):
 
     def test_crashing_check_refuses(self):
         store = events.MemoryEventStore()
-        runner = checks.PreCheckRunner.from_checks(self.conf,
-                                                   [_Crash(self.conf)])
+        runner = checks.PreCheckRunner(self.conf, checks=[_Crash(self.conf)])
         err = self.assertRaises(exception.MigrationPreCheckFailed,
                                 runner.run, self.ctx(), store, 'r')
         self.assertIn('crashed: RuntimeError: boom', str(err))
@@ -202,8 +201,8 @@ class RunnerTest(_Base):
 
     def test_no_success_event_unless_asked(self):
         store = events.MemoryEventStore()
-        runner = checks.PreCheckRunner.from_checks(
-            self.conf, [_Counting(self.conf, True)])
+        runner = checks.PreCheckRunner(
+            self.conf, checks=[_Counting(self.conf, True)])
         report = runner.run(self.ctx(), store, 'r', record_success=False)
         self.assertTrue(report.passed)
         self.assertEqual([], store.list_events('inst-1'))
@@ -211,8 +210,8 @@ class RunnerTest(_Base):
 
     def test_refusal_recorded_once_without_success_event(self):
         store = events.MemoryEventStore()
-        runner = checks.PreCheckRunner.from_checks(
-            self.conf, [_Counting(self.conf, False)])
+        runner = checks.PreCheckRunner(
+            self.conf, checks=[_Counting(self.conf, False)])
         err = self.assertRaises(exception.MigrationPreCheckFailed,
                                 runner.run, self.ctx(), store, 'r',
                                 record_success=False)
@@ -226,7 +225,7 @@ class RunnerTest(_Base):
 
     def test_evaluation_crash_recorded_without_success_event(self):
         store = events.MemoryEventStore()
-        runner = checks.PreCheckRunner.from_checks(self.conf, [])
+        runner = checks.PreCheckRunner(self.conf, checks=[])
         self.useFixture(fixtures.MockPatchObject(
             runner, 'evaluate', side_effect=RuntimeError('broke')))
         self.assertRaises(RuntimeError, runner.run, self.ctx(), store, 'r',
