@@ -22,8 +22,8 @@ lmcaps_opts = [
                default='libvirt',
                help='The lmcaps driver (entry point in the lmcaps.drivers '
                     'namespace) that carries out live migrations on this '
-                    'host, e.g. libvirt, vmware, xenapi, hyperv, powervm, '
-                    'fake. Run "lmcaps report" to list the installed ones.'),
+                    'host, e.g. libvirt or fake. Run "lmcaps report" to '
+                    'list the installed ones.'),
     cfg.StrOpt('host',
                default=socket.gethostname(),
                sample_default='<hostname>',

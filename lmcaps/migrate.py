@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 from oslo_config import cfg
 
+from lmcaps import capabilities as caps
 from lmcaps import checks
 from lmcaps import events as lmcaps_events
 from lmcaps import monitor as lmcaps_monitor
@@ -62,23 +63,26 @@ _OUTCOME = {base.Phase.COMPLETED: 'completed', base.Phase.FAILED: 'failed',
             base.Phase.CANCELLED: 'cancelled'}
 
 
-def prepare(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
-            instance: str, body: Mapping, store: lmcaps_events.EventStore,
-            request_id: str, data_gib: float
-            ) -> tuple[lmcaps_policy.EffectivePolicy, bool]:
-    """Validate, resolve and pre-check; returns the policy and post-copy flag.
+def precheck(conf: cfg.ConfigOpts, runner: checks.PreCheckRunner,
+             declaration: caps.Declaration, instance: str, values: Mapping,
+             store: lmcaps_events.EventStore, request_id: str,
+             data_gib: float
+             ) -> tuple[lmcaps_policy.EffectivePolicy, checks.PreCheckReport]:
+    """Resolve the policy and run the pre-checks; records the event.
 
-    :raises: InvalidRequest, MigrationPreCheckFailed (event recorded).
+    :param runner: the loaded checks (load them before touching a backend,
+        so that a bad ``enabled_checks`` fails first).
+    :param values: the request, already validated
+        (:func:`lmcaps.request.validate`).
+    :param declaration: the driver's declaration for this host.
+    :raises: MigrationPreCheckFailed (event recorded, report attached).
     """
-    values = lmcaps_request.validate(body)
     pol = lmcaps_policy.resolve(conf, data_gib, [(lmcaps_policy.REQUEST,
                                                   values)])
-    decl = driver.host_declaration()
     ctx = checks_base.CheckContext(instance=instance, policy=pol,
-                                   declaration=decl, conf=conf,
-                                   request=values)
-    checks.PreCheckRunner(conf).run(ctx, store, request_id)
-    return pol, lmcaps_policy.wants_postcopy(pol, decl)
+                                   declaration=declaration, conf=conf,
+                                   request=dict(values))
+    return pol, runner.run(ctx, store, request_id)
 
 
 def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
@@ -95,8 +99,13 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     :raises: InvalidRequest, MigrationPreCheckFailed before anything starts.
     """
     request_id = request_id or f'req-{uuid.uuid4()}'
-    pol, postcopy = prepare(conf, driver, spec.instance, body, store,
-                            request_id, driver.guest_data_gib(spec))
+    values = lmcaps_request.validate(body)    # before touching the backend
+    runner = checks.PreCheckRunner(conf)
+    driver.connect()
+    declaration = driver.host_declaration()
+    pol, _report = precheck(conf, runner, declaration, spec.instance, values,
+                            store, request_id, driver.guest_data_gib(spec))
+    postcopy = lmcaps_policy.wants_postcopy(pol, declaration)
     per_instance = pol.sources['completion_timeout'] != lmcaps_policy.CONFIG
     spec = dataclasses.replace(
         spec, postcopy=postcopy,

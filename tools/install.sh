@@ -32,4 +32,8 @@ extras="libvirt"
 if [ "$with_tests" = 1 ]; then
     bash tools/setup-nova-venv.sh .venv-nova
 fi
-echo "install.sh: done (.venv${with_tests:+})"
+if [ "$with_tests" = 1 ]; then
+    echo "install.sh: done (.venv with the test tools, .venv-nova)"
+else
+    echo "install.sh: done (.venv)"
+fi

@@ -50,9 +50,7 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def request_body(parsed_args: argparse.Namespace) -> dict:
-    """The validated request from ``--request`` or the field options."""
-    from lmcaps import request as lmcaps_request
-
+    """The request from ``--request`` or the field options, not validated."""
     fields = {
         'completion_timeout': parsed_args.completion_timeout,
         'timeout_action': parsed_args.timeout_action,
@@ -72,7 +70,7 @@ def request_body(parsed_args: argparse.Namespace) -> dict:
                 reason=f'--request is not valid JSON: {exc}') from exc
     else:
         body = given
-    return lmcaps_request.validate(body)
+    return body
 
 
 class Check(lister.Lister):
@@ -107,35 +105,30 @@ class Check(lister.Lister):
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], Iterable[tuple]]:
         from lmcaps import checks
-        from lmcaps import conf as lmcaps_conf
-        from lmcaps import drivers
         from lmcaps import events as lmcaps_events
         from lmcaps import events_sql
-        from lmcaps import policy
-        from lmcaps.checks import base as checks_base
+        from lmcaps import migrate
+        from lmcaps import request as lmcaps_request
         from lmcaps.drivers import base as drivers_base
 
         conf = self.app.conf
-        body = request_body(parsed_args)
-        runner = checks.PreCheckRunner(conf)
-        name = parsed_args.driver or conf[lmcaps_conf.GROUP].driver
-        driver = drivers.load(name, conf)
-        cli_main.check_values(conf, driver.group, driver.list_opts())
+        values = lmcaps_request.validate(request_body(parsed_args))
+        runner = checks.PreCheckRunner(conf)   # bad enabled_checks: fail now
+        driver = cli_main.load_driver(conf, parsed_args.driver)
         try:
             driver.connect()
             declaration = driver.host_declaration()
         finally:
             driver.close()
         data_gib = drivers_base.data_gib(parsed_args.ram_mib * MIB)
-        effective = policy.resolve(conf, data_gib, [(policy.REQUEST, body)])
-        ctx = checks_base.CheckContext(
-            instance=parsed_args.instance, policy=effective,
-            declaration=declaration, conf=conf, request=body)
         store = events_sql.SQLEventStore.from_conf(conf)
         request_id = parsed_args.request_id or f'req-{uuid.uuid4()}'
         self.refused: exception.MigrationPreCheckFailed | None = None
         try:
-            verdicts = runner.run(ctx, store, request_id).results
+            _policy, report = migrate.precheck(
+                conf, runner, declaration, parsed_args.instance, values, store,
+                request_id, data_gib)
+            verdicts = report.results
         except exception.MigrationPreCheckFailed as exc:
             self.refused = exc
             verdicts = exc.report.results if exc.report else ()

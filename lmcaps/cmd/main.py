@@ -94,6 +94,18 @@ def check_values(conf: cfg.ConfigOpts, group: str,
                 f'{match["why"]}') from exc
 
 
+def load_driver(conf: cfg.ConfigOpts, name: str | None) -> Any:
+    """Driver ``name`` (default ``[lmcaps] driver``) with its options checked.
+
+    :raises: DriverNotFound, DriverLoadFailed, or ConfigFileValueError for a
+        bad value in the driver's option group.
+    """
+    from lmcaps import drivers
+    driver = drivers.load(name or conf[lmcaps_conf.GROUP].driver, conf)
+    check_values(conf, driver.group, driver.list_opts())
+    return driver
+
+
 class LmcapsApp(app.App):
     """Live-migration capabilities, pre-checks and events."""
 

@@ -107,17 +107,13 @@ class Migrate(show.ShowOne):
 
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[Iterable[str], Iterable[Any]]:
-        from lmcaps import conf as lmcaps_conf
-        from lmcaps import drivers
         from lmcaps import events_sql
         from lmcaps import migrate as lmcaps_migrate
         from lmcaps.drivers import base
 
         conf = self.app.conf
         body = check_cmd.request_body(parsed_args)
-        name = parsed_args.driver or conf[lmcaps_conf.GROUP].driver
-        driver = drivers.load(name, conf)
-        cli_main.check_values(conf, driver.group, driver.list_opts())
+        driver = cli_main.load_driver(conf, parsed_args.driver)
         options = {}
         if parsed_args.migrate_uri:
             options['migrate_uri'] = parsed_args.migrate_uri
@@ -128,7 +124,6 @@ class Migrate(show.ShowOne):
         store = events_sql.SQLEventStore.from_conf(conf)
         view = ProgressView(sys.stderr)
         try:
-            driver.connect()
             summary = lmcaps_migrate.run(
                 conf, driver, spec, body, store,
                 request_id=parsed_args.request_id, on_progress=view)
