@@ -87,6 +87,12 @@ lmcaps_opts = [
                       'migration (to notice completion or post-copy). The '
                       'timeout itself is timer driven and does not wait for '
                       'a poll.'),
+    cfg.FloatOpt('driver_call_timeout',
+                 default=20.0, min=0.1, max=3600.0,
+                 help='Seconds a driver call to the backend (abort, '
+                      'force-complete, locating the guest) may take before '
+                      'it is abandoned and reported, so that a hung backend '
+                      'never holds the monitor.'),
     cfg.IntOpt('monitor_workers',
                default=8, min=1,
                help='Threads that carry out timeout actions and polls for '

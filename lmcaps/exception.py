@@ -74,8 +74,24 @@ class DriverError(LmcapsException):
     msg_fmt = "Driver '%(driver)s' failed: %(reason)s"
 
 
+class DriverCallTimeout(DriverError):
+    msg_fmt = ("Driver '%(driver)s': %(call)s did not return within "
+               "%(timeout)s s ([lmcaps] driver_call_timeout); abandoned")
+
+
 class MigrationNotFound(LmcapsException):
     msg_fmt = 'Migration %(migration)s is not known to driver %(driver)s'
+
+
+class MigrationGone(DriverError):
+    """A reference to a migration the backend no longer has."""
+
+    msg_fmt = ("Driver '%(driver)s': migration %(reference)s no longer "
+               "exists on the backend%(detail)s")
+
+    def __init__(self, driver: str, reference: str, detail: str = '') -> None:
+        super().__init__(driver=driver, reference=reference,
+                         detail=f' ({detail})' if detail else '')
 
 
 class MigrationPreCheckFailed(LmcapsException):

@@ -10,27 +10,48 @@ Shipped in the package so that out-of-tree driver maintainers run it too::
 
 or from the command line: ``lmcaps conformance mydriver --config-file F
 --backend mypkg.tests:MyBackend``.  See doc/conformance.rst.
+
+The kit's test libraries (ddt, testtools, fixtures) come with the
+``lmcaps[conformance]`` extra and are imported only when a name below is
+used; :mod:`lmcaps.conformance.taskmodel` (the migration-task engine for
+simulators) needs none of them.
 """
 
-from lmcaps.conformance.backend import Backend
-from lmcaps.conformance.backend import DESTINATION
-from lmcaps.conformance.backend import DRIVER
-from lmcaps.conformance.backend import PAUSED
-from lmcaps.conformance.backend import PRECHECK
-from lmcaps.conformance.backend import RUNNING
-from lmcaps.conformance.backend import Scenario
-from lmcaps.conformance.backend import SOURCE
-from lmcaps.conformance.backend import UnmetCondition
-from lmcaps.conformance.fake import FakeBackend
-from lmcaps.conformance.results import FAILED
-from lmcaps.conformance.results import REFUSED
-from lmcaps.conformance.results import VERIFIED
-from lmcaps.conformance.runner import resolve_backend
-from lmcaps.conformance.runner import run
-from lmcaps.conformance.suite import DriverConformanceTest
+from __future__ import annotations
 
-__all__ = [
-    'Backend', 'DESTINATION', 'DRIVER', 'DriverConformanceTest', 'FAILED',
-    'FakeBackend', 'PAUSED', 'PRECHECK', 'REFUSED', 'RUNNING', 'SOURCE',
-    'Scenario', 'UnmetCondition', 'VERIFIED', 'resolve_backend', 'run',
-]
+import importlib
+from typing import Any
+
+#: public name -> module that defines it
+_EXPORTS = {
+    'Backend': 'backend', 'DESTINATION': 'backend', 'DRIVER': 'backend',
+    'Fault': 'backend', 'PAUSED': 'backend', 'PRECHECK': 'backend',
+    'RUNNING': 'backend', 'Scenario': 'backend', 'SOURCE': 'backend',
+    'UnmetCondition': 'backend', 'FakeBackend': 'fake',
+    'FAILED': 'results', 'REFUSED': 'results', 'VERIFIED': 'results',
+    'resolve_backend': 'runner', 'run': 'runner',
+    'DriverConformanceTest': 'suite',
+}
+
+__all__ = sorted(_EXPORTS)
+
+#: Modules the kit needs beyond lmcaps's own requirements.
+KIT_MODULES = ('ddt', 'testtools', 'fixtures')
+
+
+def missing_kit_modules() -> list[str]:
+    """The kit's test libraries that are not installed (empty when fine)."""
+    missing = []
+    for name in KIT_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    return getattr(importlib.import_module(f'{__name__}.{module}'), name)

@@ -20,10 +20,13 @@ from oslo_config import cfg
 from lmcaps import capabilities as caps
 from lmcaps.drivers import base
 
-SOURCE = 'source'
-DESTINATION = 'destination'
-RUNNING = 'running'
-PAUSED = 'paused'
+GuestHost = base.GuestHost
+RunState = base.RunState
+GuestLocation = base.GuestLocation
+SOURCE = base.GuestHost.SOURCE
+DESTINATION = base.GuestHost.DESTINATION
+RUNNING = base.RunState.RUNNING
+PAUSED = base.RunState.PAUSED
 
 #: Who must refuse an operation whose PARTIAL condition is not met.
 PRECHECK = 'precheck'
@@ -46,7 +49,37 @@ class Scenario(enum.Enum):
     CONVERGING = 'converging'
 
 
-Location = tuple[str | None, str]
+Location = base.GuestLocation
+
+
+class Fault(enum.Enum):
+    """A fault a backend can inject, and what the kit then expects.
+
+    Armed at :meth:`Backend.start` (``fault=``) and, for those that happen
+    at a moment the kit chooses, brought about by :meth:`Backend.trigger`.
+    """
+
+    #: trigger(): the migration fails now, in pre-copy. Expected: FAILED,
+    #: the guest observed running on the source.
+    MIGRATION_FAILS = 'migration_fails'
+    #: trigger() after the kit switched to post-copy: the destination dies.
+    #: Expected: FAILED, the guest observed where it is (not "running").
+    DESTINATION_DIES_IN_POSTCOPY = 'destination_dies_in_postcopy'
+    #: trigger(): the guest's owner pauses it. Expected: the timeout action
+    #: still ends the migration, and the guest is reported paused, as the
+    #: backend shows it (lmcaps never resumes what it did not pause).
+    OWNER_PAUSES = 'owner_pauses'
+    #: armed: a cancel is accepted at once but takes effect only after
+    #: ``Backend.slow_cancel`` seconds. Expected: abort() returns promptly,
+    #: CANCELLING or the running phase meanwhile, then CANCELLED.
+    SLOW_CANCEL = 'slow_cancel'
+    #: armed: once a cancel is accepted, the migration completes before the
+    #: cancel takes effect. Expected: COMPLETED, the guest on the destination.
+    COMPLETES_DURING_CANCEL = 'completes_during_cancel'
+    #: trigger(): the driver's session or connection is lost (expired,
+    #: server restarted). Expected: the driver carries on (logs in again):
+    #: progress stays readable and an abort still takes effect.
+    SESSION_LOST = 'session_lost'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +91,7 @@ class UnmetCondition:
         request) or :data:`DRIVER` (the call must raise OperationRefused or
         UnsupportedOperation and leave the migration as it was).
     :param config: option overrides, ``{group: {option: value}}``.
-    :param postcopy: start the migration with this post-copy flag.
+    :param prepare_for: start the migration prepared for these.
     :param prepare: brings the started migration into the state where the
         condition is unmet (e.g. switches it to post-copy); gets the driver,
         the migration and the kit's ``wait_for_phase(migration, phase)``.
@@ -68,7 +101,7 @@ class UnmetCondition:
     refused_by: str
     config: Mapping[str, Mapping[str, Any]] = dataclasses.field(
         default_factory=dict)
-    postcopy: bool = False
+    prepare_for: frozenset[caps.Operation] = frozenset()
     prepare: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
@@ -105,6 +138,10 @@ class Backend(fixtures.Fixture, abc.ABC):
     stuck_check: float = 0.3
     #: Extra top-level module names the driver must not import to declare.
     client_modules: tuple[str, ...] = ()
+    #: The faults this backend can inject (the kit tests each of them).
+    faults: frozenset[Fault] = frozenset()
+    #: Seconds a SLOW_CANCEL cancel takes to take effect.
+    slow_cancel: float = 1.5
 
     def configure(self, conf: cfg.ConfigOpts, group: str) -> None:
         """Set options for the driver under test (``conf.set_override``).
@@ -116,19 +153,36 @@ class Backend(fixtures.Fixture, abc.ABC):
 
     @abc.abstractmethod
     def start(self, driver: base.LiveMigrationDriver, scenario: Scenario,
-              *, postcopy: bool = False) -> base.Migration:
+              *, prepare_for: frozenset[caps.Operation] = frozenset(),
+              fault: Fault | None = None) -> base.Migration:
         """Start a migration of a fresh guest fit for ``scenario``.
 
-        :param postcopy: start it post-copy capable (MigrationSpec.postcopy).
+        Through the driver (``driver.start_migration(spec)``), with a spec
+        whose ``prepare_for`` is the one given.
+
+        :param fault: a fault to arm for this migration (one of
+            :attr:`faults`), or None.
         """
 
     @abc.abstractmethod
-    def locate(self, migration: base.Migration) -> Location:
-        """Where the guest is, seen from the backend, not from the driver.
+    def locate(self, migration: base.Migration) -> base.GuestLocation:
+        """Where the guest is, seen by the backend itself, not by the driver.
 
-        :returns: ``('source'|'destination'|None, 'running'|'paused'|...)``,
-            None when the guest runs nowhere (lost).
+        Must not call the driver under test: read the simulator's model, or
+        ask the hypervisors with a client of the backend's own.  Compared
+        with the driver's ``guest_location()``: a driver that misreports
+        fails the kit.  The ``detail`` field is not compared.
         """
+
+    def trigger(self, migration: base.Migration, fault: Fault) -> None:
+        """Bring ``fault`` about now on a running migration.
+
+        Only called for faults in :attr:`faults` that happen at a moment of
+        the kit's choosing (MIGRATION_FAILS, DESTINATION_DIES_IN_POSTCOPY,
+        OWNER_PAUSES, SESSION_LOST).
+        """
+        raise NotImplementedError(f'{type(self).__name__} lists {fault} in '
+                                  f'faults but does not trigger it')
 
     def unmet_conditions(self, operation: caps.Operation,
                          declaration: caps.Declaration
@@ -147,12 +201,12 @@ class Backend(fixtures.Fixture, abc.ABC):
                 UnmetCondition('[lmcaps] permit_post_copy is False', PRECHECK,
                                config={'lmcaps': {'permit_post_copy': False}}),
                 UnmetCondition('the migration was started without postcopy',
-                               DRIVER, postcopy=False),
+                               DRIVER),
             ]
         if operation in (caps.Operation.ABORT,
                          caps.Operation.FORCE_COMPLETE_PAUSE) and \
                 postcopy_usable:
             return [UnmetCondition('the migration is in post-copy', DRIVER,
-                                   postcopy=True,
+                                   prepare_for=base.PREPARE_POSTCOPY,
                                    prepare=_switch_to_postcopy)]
         return []
