@@ -208,7 +208,7 @@ class TestKitFails(testtools.TestCase):
 
         def early(self, driver, migration, pol, **kwargs):
             pol = dataclasses.replace(
-                pol, completion_timeout=pol.completion_timeout / 4)
+                pol, completion_timeout=0.001)
             return real(self, driver, migration, pol, **kwargs)
 
         self.patch('lmcaps.monitor.TimeoutMonitor.watch', early)
