@@ -140,6 +140,7 @@ class ActionLatch:
         self.next_at: float | None = deadline
         self._step = 0
         self._in_step = 0
+        self._last_phase: Phase | None = None
 
     # -- observations -----------------------------------------------------
 
@@ -159,14 +160,7 @@ class ActionLatch:
                 self.effective = current
                 self.next_at = None
                 return current
-            if (current.returned is not None and
-                    self._clock() - current.returned > self.effect_timeout):
-                current.result = Result.INEFFECTIVE
-                current.error = (f'phase still {phase.value} '
-                                 f'{self.effect_timeout:g} s after the '
-                                 f'call was accepted')
-                self._schedule_next()
-                return None
+            self._last_phase = phase
             return None
 
     @property
@@ -228,8 +222,10 @@ class ActionLatch:
             if self._clock() - current.returned <= self.effect_timeout:
                 return None
             current.result = Result.INEFFECTIVE
-            current.error = (f'no effect observed {self.effect_timeout:g} s '
-                             f'after the call was accepted')
+            seen = ('' if self._last_phase is None else
+                    f'phase still {self._last_phase.value} ')
+            current.error = (f'{seen}{self.effect_timeout:g} s after the '
+                             f'call was accepted')
             self._schedule_next()
             return current
 

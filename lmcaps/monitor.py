@@ -55,9 +55,11 @@ MAX_TICK = 0.02
 RECHECK = 0.001
 #: Fewest migrations a poll batch carries before using another worker.
 MIN_BATCH = 8
-#: Age in seconds up to which the last reading is acted on without a
-#: fresh one (so that a slow get_progress does not delay the action).
-STALE_READING = 5.0
+#: Most threads kept ready for a burst of actions at one deadline.
+RESERVED_THREADS = 512
+#: The action lane: each task makes one action's call and watches its
+#: effect (its bounded driver calls run on ``calls.CALLS``).
+LANE = calls.DaemonPool('lmcaps-action')
 #: Seconds between two effect readings in the action lane.
 EFFECT_POLL = 0.02
 
@@ -127,8 +129,6 @@ class TimeoutMonitor:
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._stopped = False
-        #: the action lane: a thread per due action, reused when idle
-        self._actions = calls.DaemonPool('lmcaps-action')
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts,
@@ -247,6 +247,11 @@ class TimeoutMonitor:
                        self._clock() + offset * self.poll_interval)
             if deadline is not None:
                 self._push(st, _Timer.ACTION, deadline)
+            watched = len(self._states)
+        # threads for the action lane and its bounded calls, started now
+        reserve = min(watched + 8, RESERVED_THREADS)
+        LANE.reserve(reserve)
+        calls.CALLS.reserve(reserve)
         if persist:
             self._record(st, registry.WATCH, events.SUCCESS,
                          registry.watch_details(driver, migration, policy,
@@ -287,10 +292,10 @@ class TimeoutMonitor:
                 actions, polls = self._pop_due(self._clock())
             if not actions and not polls:
                 return count
+            for st in polls:        # readings first, as a host loop would
+                self._poll_batch([st])
             for st in actions:
                 self._act(st, inline=True)
-            for st in polls:
-                self._poll_batch([st])
             count += len(actions) + len(polls)
 
     # -- timers (call under the lock) --------------------------------------
@@ -359,8 +364,8 @@ class TimeoutMonitor:
                         wait = (min(60.0, self._heap[0][0] - now)
                                 if self._heap else None)
                         self._cond.wait(wait)
-                for st in actions:     # their own lane: never queued
-                    self._actions.submit(lambda st=st: self._act(st))
+                for st in actions:     # begun here; calls on their lane
+                    self._act(st)
                 self._dispatch_polls(polls)
             except Exception:  # never let the scheduler die
                 LOG.exception('Timeout monitor scheduler error')
@@ -471,78 +476,109 @@ class TimeoutMonitor:
     # -- the action lane --------------------------------------------------
 
     def _act(self, st: State, inline: bool = False) -> None:
+        """Fire a due action: cheap, on the scheduler thread.
+
+        The attempt is begun here and its driver call handed to a pool
+        thread (the action lane), so a burst of deadlines begins every
+        attempt at once and no call, however slow, delays another.  The
+        last reading decides (a slow get_progress never makes the action
+        late); post-copy once seen is latched, and drivers refuse an abort
+        or a pause in post-copy themselves.
+        """
+        handed = False
         try:
-            self._act_once(st, inline)
+            handed = self._fire(st, inline)
         except Exception:
             LOG.exception('Timeout action failed on migration %s',
                           st.migration.id)
         finally:
-            with self._cond:
-                st.acting = False
-            if not st.finished.is_set():
-                self._rearm(st)
+            if not handed:
+                self._done_acting(st)
 
-    def _act_once(self, st: State, inline: bool) -> None:
+    def _done_acting(self, st: State) -> None:
+        with self._cond:
+            st.acting = False
+        if not st.finished.is_set():
+            self._rearm(st)
+
+    def _fire(self, st: State, inline: bool) -> bool:
+        """Begin an attempt if one is due; True if a call was handed off."""
         latch = st.latch
         expired = latch.expire()
         if expired is not None:
             self._attempt_event(st, expired)
         if not latch.steps:
             self._nothing_usable(st)
-            return
+            return False
         action = latch.due()
         if action is None or self._stopped:
-            return
-        # The last reading, if any: a slow get_progress must not make the
-        # action late.  Post-copy once seen is latched (never acted in), and
-        # the drivers refuse an abort or pause in post-copy themselves.
-        fresh = (st.read_at is not None and
-                 self._clock() - st.read_at <= max(2 * self.poll_interval,
-                                                   STALE_READING))
-        progress = st.progress if fresh else self._read(st)
-        if progress is None:
+            return False
+        if st.blind_since is not None:
+            # the backend does not answer: never act blind
             latch.postpone(max(self.backoff, self.poll_interval))
-            return
-        if progress.phase.terminal:
-            self._conclude(st, progress)
-            return
+            return False
+        if st.phase is not None and st.phase.terminal:
+            return False            # the poll that saw it concludes
         if latch.done:
             self._note_postcopy(st)
-            return
+            return False
         attempt = latch.begin(action)
+        if inline:
+            self._call(st, attempt, inline=True)
+            return False
+        LANE.submit(lambda: self._call(st, attempt))
+        return True
+
+    def _call(self, st: State, attempt: latch_mod.Attempt,
+              inline: bool = False) -> None:
+        """The action's driver call, then its effect (on a lane thread)."""
+        latch, action = st.latch, attempt.action
+        attempt.started = self._clock()     # when the call really starts
         try:
-            if action == ABORT:
-                st.driver.abort(st.migration)
+            try:
+                if action == ABORT:
+                    st.driver.abort(st.migration)
+                else:
+                    st.driver.force_complete(st.migration,
+                                             latch_mod.Mode(action))
+            except exception.DriverCallTimeout as exc:
+                latch.failed(attempt, R.TIMED_OUT, str(exc))
+            except exception.OperationRefused as exc:
+                latch.failed(attempt, R.REFUSED, str(exc))
+            except exception.UnsupportedOperation as exc:
+                latch.failed(attempt, R.FAILED, str(exc), give_up_step=True)
+            except Exception as exc:
+                latch.failed(attempt, R.FAILED,
+                             f'{type(exc).__name__}: {exc}')
             else:
-                st.driver.force_complete(st.migration,
-                                         latch_mod.Mode(action))
-        except exception.DriverCallTimeout as exc:
-            latch.failed(attempt, R.TIMED_OUT, str(exc))
-        except exception.OperationRefused as exc:
-            latch.failed(attempt, R.REFUSED, str(exc))
-        except exception.UnsupportedOperation as exc:
-            latch.failed(attempt, R.FAILED, str(exc), give_up_step=True)
-        except Exception as exc:
-            latch.failed(attempt, R.FAILED, f'{type(exc).__name__}: {exc}')
-        else:
-            latch.accepted(attempt)
-            LOG.log(logging.WARNING if st.interrupted else logging.INFO,
-                    'Timeout action %s on migration %s of instance %s '
-                    'accepted after %.3f s', action, st.migration.id,
-                    st.instance_uuid, st.migration.elapsed)
-            while not inline and not self._stopped:
-                progress = self._read(st)
-                if progress is not None and progress.phase.terminal:
-                    self._conclude(st, progress)
-                if attempt.result is not R.PENDING or st.finished.is_set():
-                    break
-                if latch.expire() is attempt:
-                    break
-                time.sleep(EFFECT_POLL)
-            if inline and attempt.result is R.PENDING:
-                self._read(st)
-        if attempt.result not in (R.PENDING, R.EFFECTIVE):
-            self._attempt_event(st, attempt)
+                latch.accepted(attempt)
+                LOG.log(logging.WARNING if st.interrupted else logging.INFO,
+                        'Timeout action %s on migration %s of instance %s '
+                        'accepted after %.3f s', action, st.migration.id,
+                        st.instance_uuid, st.migration.elapsed)
+                self._watch_effect(st, attempt, inline)
+            if attempt.result not in (R.PENDING, R.EFFECTIVE):
+                self._attempt_event(st, attempt)
+        except Exception:
+            LOG.exception('Timeout action failed on migration %s',
+                          st.migration.id)
+        finally:
+            if not inline:
+                self._done_acting(st)
+
+    def _watch_effect(self, st: State, attempt: latch_mod.Attempt,
+                      inline: bool) -> None:
+        """Read until the accepted action shows its effect, or its bound."""
+        while not self._stopped:
+            progress = self._read(st)
+            if progress is not None and progress.phase.terminal:
+                self._conclude(st, progress)
+            if inline or attempt.result is not R.PENDING or \
+                    st.finished.is_set():
+                return
+            if st.latch.expire() is attempt:
+                return
+            time.sleep(EFFECT_POLL)
 
     def _nothing_usable(self, st: State) -> None:
         """The deadline passed and no action is usable here: say so once."""

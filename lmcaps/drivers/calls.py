@@ -27,11 +27,15 @@ class DaemonPool:
     unlike ``concurrent.futures``' workers).
 
     :param idle_timeout: seconds an idle thread waits for work, then ends.
+    :param max_threads: threads at most; beyond, calls wait in a queue.
     """
 
-    def __init__(self, name: str, idle_timeout: float = 30.0) -> None:
+    def __init__(self, name: str, idle_timeout: float = 30.0,
+                 max_threads: int = 1024) -> None:
         self.name = name
         self.idle_timeout = idle_timeout
+        self.max_threads = max_threads
+        self._threads = 0
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any],
                                              Future[Any]]] = \
             queue.SimpleQueue()
@@ -39,11 +43,26 @@ class DaemonPool:
         self._idle = 0
         self._count = itertools.count(1)
 
+    def reserve(self, count: int) -> None:
+        """Start idle threads until ``count`` exist, so that a burst of
+        calls later starts none (the cost is paid now, not at a deadline)."""
+        with self._lock:
+            want = min(count, self.max_threads) - self._threads
+            if want <= 0:
+                return
+            self._threads += want
+            self._idle += want
+        for _ in range(want):
+            threading.Thread(target=self._work, daemon=True,
+                             name=f'{self.name}-{next(self._count)}').start()
+
     def submit(self, call: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
+            spawn = self._idle == 0 and self._threads < self.max_threads
+            if spawn:
+                self._threads += 1
+            elif self._idle > 0:
                 self._idle -= 1
         self._queue.put((call, future))
         if spawn:
@@ -59,6 +78,7 @@ class DaemonPool:
                 with self._lock:
                     if self._idle > 0 and self._queue.empty():
                         self._idle -= 1
+                        self._threads -= 1
                         return
                 continue
             if future.set_running_or_notify_cancel():

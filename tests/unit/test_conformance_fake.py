@@ -172,19 +172,20 @@ class TestKitFails(testtools.TestCase):
                           Op.FORCE_COMPLETE_PAUSE, 'not reached')
 
     def test_timeout_action_fired_twice_fails(self) -> None:
-        real = monitor.TimeoutMonitor._act_once
+        real = monitor.TimeoutMonitor._call
 
-        def act_twice(self, st, inline):
-            real(self, st, inline)
-            if st.latch.attempts:     # a broken latch: the action again
-                try:
-                    st.driver.abort(st.migration)
-                except Exception:
-                    pass
+        def act_twice(self, st, attempt, inline=False):
+            try:                      # a broken latch: the action twice
+                st.driver.abort(st.migration)
+            except Exception:
+                pass
+            real(self, st, attempt, inline)
 
-        self.patch('lmcaps.monitor.TimeoutMonitor._act_once', act_twice)
+        self.patch('lmcaps.monitor.TimeoutMonitor._call', act_twice)
+        # the second call is refused (already cancelled): the kit sees the
+        # action recorded as failed
         self.assertFailed(self.run_kit(tests=('test_behaviour_4_',)),
-                          Op.PER_INSTANCE_TIMEOUT, 'driver calls')
+                          Op.PER_INSTANCE_TIMEOUT, 'timeout action failed')
 
     def test_timeout_test_waits_on_the_monitor_not_the_clock(self) -> None:
         # Once the watch has ended the monitor acts no more: a sleep after
