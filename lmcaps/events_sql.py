@@ -4,8 +4,17 @@ The tables carry nova's fields (``instance_actions`` and
 ``instance_actions_events``).  Every call is one short transaction; with
 SQLite the database runs in WAL mode, writers take the lock up front
 (``BEGIN IMMEDIATE``) and wait for it (busy timeout), so concurrent threads
-and processes on one host lose no event.  Point every host at one MySQL or
+and processes on one host lose no event.  Point every host at one
 PostgreSQL URL to share the events across a fleet.
+
+The schema is versioned (:mod:`lmcaps.db`, alembic) and upgraded on first
+use.  A write broken by a lost connection is retried with backoff
+(:mod:`lmcaps.db.retry`); each event carries a unique token, so a retried
+start or finish is applied exactly once, and :meth:`SQLEventStore.record`
+writes a whole event in one transaction.  Free text (details, tracebacks)
+is stored with control characters escaped; names longer than the columns
+are refused with a clear error (validate them at the edge first:
+:mod:`lmcaps.validation`).
 """
 
 from __future__ import annotations
@@ -13,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import re
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -26,8 +35,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
 
 from lmcaps import conf as lmcaps_conf
+from lmcaps import db
 from lmcaps import events
 from lmcaps import exception
+from lmcaps import masking
+from lmcaps import validation
+from lmcaps.db import retry
 
 #: Seconds a writer waits for another writer's lock before giving up.
 BUSY_TIMEOUT = 30.0
@@ -62,9 +75,15 @@ action_events = sa.Table(
     sa.Column('traceback', sa.Text),
     sa.Column('host', sa.String(255)),
     sa.Column('details', sa.Text),
+    sa.Column('token', sa.String(36)),
     sa.Index('instance_actions_events_action_id_event_idx',
              'action_id', 'event'),
+    sa.Index('instance_actions_events_token_idx', 'token', unique=True),
 )
+
+#: Column widths callers must respect (validation allows no more).
+WIDTHS = {'request_id': 255, 'instance_uuid': 36, 'action': 255,
+          'event': 255, 'result': 255, 'host': 255}
 
 # Statements built once; SQLAlchemy caches their compiled form.
 _FIND_ACTION = sa.select(actions.c.id).where(
@@ -81,7 +100,8 @@ _FIND_OPEN_EVENT = (
            action_events.c.finish_time.is_(None))
     .order_by(action_events.c.id.desc()).limit(1))
 _FINISH_EVENT = action_events.update().where(
-    action_events.c.id == sa.bindparam('event_id'))
+    action_events.c.id == sa.bindparam('event_id'),
+    action_events.c.finish_time.is_(None))
 _MARK_ACTION_ERROR = actions.update().where(
     actions.c.id == sa.bindparam('action_id')).values(message='Error')
 _LIST_EVENTS = (
@@ -95,15 +115,16 @@ _LIST_EVENTS = (
     .where(actions.c.instance_uuid == sa.bindparam('instance_uuid'))
     .order_by(action_events.c.start_time, action_events.c.id))
 
-_PASSWORD_RE = re.compile(r'(://[^:/@]*:).*@')
+_FIND_TOKEN = sa.select(action_events.c.id, action_events.c.finish_time,
+                        action_events.c.result).where(
+    action_events.c.token == sa.bindparam('token'))
 _READ_ONLY = 'lmcaps_read_only'
+#: Attempts to open a store (first connection and schema check): a wrong
+#: URL fails fast, a busy server at start is waited for a little.
+OPEN_ATTEMPTS = 3
 
-
-def mask_url(url: str | sa.engine.URL) -> str:
-    """The URL with any password replaced by ``***``."""
-    if isinstance(url, sa.engine.URL):
-        return url.render_as_string(hide_password=True)
-    return _PASSWORD_RE.sub(r'\1***@', str(url))
+#: Kept for callers of lmcaps 0.1: the one masking function.
+mask_url = masking.mask_url
 
 
 def _reason(exc: BaseException) -> str:
@@ -114,7 +135,7 @@ def _reason(exc: BaseException) -> str:
         text = exc.strerror + (f': {exc.filename}' if exc.filename else '')
     else:
         text = str(exc) or type(exc).__name__
-    return ' '.join(text.split())[:300]
+    return masking.scrub(' '.join(text.split()))[:300]
 
 
 def _now() -> datetime.datetime:
@@ -139,18 +160,22 @@ class SQLEventStore(events.EventStore):
         database cannot be opened, read, written or initialised.
     """
 
-    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT,
+                 retry_budget: float = retry.BUDGET) -> None:
+        url = str(url)
+        masking.remember(url)
         self.url = mask_url(url)
+        self.retry_budget = retry_budget
         try:
             parsed = sa.engine.make_url(url)
         except (sa_exc.ArgumentError, ValueError) as exc:
             raise self._error(f'not a database URL ({_reason(exc)})') from exc
-        self.url = mask_url(parsed)
         self._memory = False
         self._lock: threading.Lock | contextlib.nullcontext = \
             contextlib.nullcontext()
         kwargs: dict[str, Any] = {}
-        if parsed.get_backend_name() == 'sqlite':
+        sqlite = parsed.get_backend_name() == 'sqlite'
+        if sqlite:
             parsed = self._prepare_sqlite(parsed)
             kwargs['connect_args'] = {'timeout': busy_timeout,
                                       'check_same_thread': False}
@@ -159,16 +184,16 @@ class SQLEventStore(events.EventStore):
                 self._lock = threading.Lock()
         else:
             kwargs['pool_pre_ping'] = True
-        self.url = mask_url(parsed)
         try:
             self.engine = sa.create_engine(parsed, **kwargs)
         except (sa_exc.SQLAlchemyError, ImportError) as exc:
             raise self._error(f'cannot use this database ({_reason(exc)})'
                               ) from exc
-        if parsed.get_backend_name() == 'sqlite':
+        if sqlite:
             self._setup_sqlite(busy_timeout)
         with self._guard():
-            self._create_schema()
+            retry.run(lambda: db.ensure_schema(self.engine),
+                      budget=retry_budget, attempts=OPEN_ATTEMPTS)
         _STORES.add(self)
 
     @classmethod
@@ -236,16 +261,6 @@ class SQLEventStore(events.EventStore):
             else:
                 conn.exec_driver_sql('BEGIN IMMEDIATE')
 
-    def _create_schema(self) -> None:
-        """Create the tables unless they exist (once, not per call)."""
-        try:
-            with self.engine.begin() as conn:
-                metadata.create_all(conn, checkfirst=True)
-        except sa_exc.OperationalError:
-            # Another process created them between our check and create.
-            with self.engine.begin() as conn:
-                metadata.create_all(conn, checkfirst=True)
-
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Turn database and OS errors into one-line EventStoreErrors."""
@@ -273,12 +288,14 @@ class SQLEventStore(events.EventStore):
         return result.inserted_primary_key[0]
 
     def _write(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(conn, *args)`` in one transaction; retry a lost race once.
+        """Run ``fn(conn, *args)`` in one transaction, retried until done.
 
-        Only servers without BEGIN IMMEDIATE can lose the race to create an
-        action (unique constraint); the retry then finds it.
+        A broken connection is retried with backoff for ``retry_budget``
+        seconds (``fn`` must be idempotent); a lost race to create an action
+        (unique constraint, servers without BEGIN IMMEDIATE) is retried and
+        then finds it.
         """
-        with self._guard():
+        def once() -> Any:
             try:
                 with self.engine.begin() as conn:
                     return fn(conn, *args)
@@ -286,21 +303,60 @@ class SQLEventStore(events.EventStore):
                 with self.engine.begin() as conn:
                     return fn(conn, *args)
 
+        with self._guard():
+            return retry.run(once, budget=self.retry_budget)
+
+    def _check(self, **values: str | None) -> None:
+        """Refuse, in one line, what would not fit its column."""
+        for key, value in values.items():
+            if value is not None and len(value) > WIDTHS[key]:
+                raise self._error(
+                    f'{key} {validation.echo(value)} is longer than '
+                    f'{WIDTHS[key]} characters')
+
     def action_start(self, request_id: str, instance_uuid: str, action: str,
                      host: str | None = None) -> None:
+        self._check(request_id=request_id, instance_uuid=instance_uuid,
+                    action=action, host=host)
         self._write(self._action_id, request_id, instance_uuid, action, host)
 
     def event_start(self, request_id: str, instance_uuid: str, event: str,
                     host: str | None = None,
                     action: str = events.LIVE_MIGRATION) -> None:
-        def start(conn: sa.Connection) -> None:
-            action_id = self._action_id(conn, request_id, instance_uuid,
-                                        action, host)
-            conn.execute(_INSERT_EVENT, {
-                'action_id': action_id, 'event': event,
-                'start_time': _now(), 'host': host})
+        self._check(request_id=request_id, instance_uuid=instance_uuid,
+                    event=event, host=host, action=action)
+        row = {'event': event, 'start_time': _now(), 'host': host,
+               'token': str(uuid.uuid4())}
+        self._write(self._insert_event, request_id, instance_uuid, action,
+                    row)
 
-        self._write(start)
+    def record(self, request_id: str, instance_uuid: str, event: str,
+               result: str, host: str | None = None,
+               details: str | None = None, traceback: str | None = None,
+               action: str = events.LIVE_MIGRATION) -> None:
+        """Record a whole event (start and finish) in one transaction."""
+        self._check(request_id=request_id, instance_uuid=instance_uuid,
+                    event=event, host=host, action=action, result=result)
+        now = _now()
+        row = {'event': event, 'start_time': now, 'finish_time': now,
+               'host': host, 'result': result,
+               'details': validation.escape_text(details),
+               'traceback': validation.escape_text(traceback),
+               'token': str(uuid.uuid4())}
+        self._write(self._insert_event, request_id, instance_uuid, action,
+                    row)
+
+    def _insert_event(self, conn: sa.Connection, request_id: str,
+                      instance_uuid: str, action: str,
+                      row: dict[str, Any]) -> None:
+        """Insert the event unless a previous attempt did (same token)."""
+        if conn.execute(_FIND_TOKEN, {'token': row['token']}).first():
+            return
+        action_id = self._action_id(conn, request_id, instance_uuid,
+                                    action, row['host'])
+        conn.execute(_INSERT_EVENT, dict(row, action_id=action_id))
+        if (row.get('result') or '').lower() == events.ERROR.lower():
+            conn.execute(_MARK_ACTION_ERROR, {'action_id': action_id})
 
     def event_finish(self, request_id: str, instance_uuid: str, event: str,
                      result: str, details: str | None = None,
@@ -308,12 +364,28 @@ class SQLEventStore(events.EventStore):
         """Finish the newest unfinished ``event`` of the action.
 
         An ``Error`` result also marks the action's message ``Error``, as
-        nova does.
+        nova does.  Retried after a broken connection, the finish is
+        applied once: an attempt whose commit did land is recognised by its
+        finish time and result.
 
         :raises: EventNotFound (an EventStoreError and a KeyError) when no
             such event is unfinished.
         """
+        self._check(result=result)
+        values = {'finish_time': _now(), 'result': result,
+                  'details': validation.escape_text(details),
+                  'traceback': validation.escape_text(traceback)}
+        tried: list[int] = []
+
         def finish(conn: sa.Connection) -> None:
+            for event_id in tried:   # did an earlier attempt commit?
+                done = conn.execute(
+                    sa.select(action_events.c.finish_time,
+                              action_events.c.result)
+                    .where(action_events.c.id == event_id)).first()
+                if done is not None and tuple(done) == (
+                        values['finish_time'], result):
+                    return
             row = conn.execute(_FIND_OPEN_EVENT, {
                 'request_id': request_id, 'instance_uuid': instance_uuid,
                 'event': event}).first()
@@ -321,9 +393,8 @@ class SQLEventStore(events.EventStore):
                 raise exception.EventNotFound(
                     url=self.url, event=event, instance=instance_uuid,
                     request_id=request_id)
-            conn.execute(_FINISH_EVENT, {
-                'event_id': row.id, 'finish_time': _now(), 'result': result,
-                'details': details, 'traceback': traceback})
+            tried.append(row.id)
+            conn.execute(_FINISH_EVENT, dict(values, event_id=row.id))
             if result.lower() == events.ERROR.lower():
                 conn.execute(_MARK_ACTION_ERROR, {'action_id': row.action_id})
 
