@@ -153,15 +153,19 @@ class SQLEventStore(events.EventStore):
     """Instance actions and events in a database.
 
     :param url: an SQLAlchemy URL, e.g. ``sqlite:////var/lib/lmcaps/ev.sqlite``
-        or ``mysql+pymysql://user:pw@db/lmcaps``; ``~`` in a SQLite path is
+        or ``postgresql+psycopg2://user:pw@db/lmcaps``; ``~`` in a SQLite path is
         expanded and the directory created.
     :param busy_timeout: SQLite only: seconds to wait for another writer.
+    :param retry_budget: seconds a write broken by a lost connection is
+        retried for (with backoff) before EventStoreError.
+    :param upgrade: upgrade the schema to the newest revision if needed.
     :raises: EventStoreError naming the (masked) URL and the reason when the
         database cannot be opened, read, written or initialised.
     """
 
     def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT,
-                 retry_budget: float = retry.BUDGET) -> None:
+                 retry_budget: float = retry.BUDGET,
+                 upgrade: bool = True) -> None:
         url = str(url)
         masking.remember(url)
         self.url = mask_url(url)
@@ -191,15 +195,32 @@ class SQLEventStore(events.EventStore):
                               ) from exc
         if sqlite:
             self._setup_sqlite(busy_timeout)
-        with self._guard():
-            retry.run(lambda: db.ensure_schema(self.engine),
-                      budget=retry_budget, attempts=OPEN_ATTEMPTS)
+        if upgrade:
+            self.upgrade(only_if_needed=True)
         _STORES.add(self)
 
+    def upgrade(self, only_if_needed: bool = False) -> tuple[str | None, str]:
+        """Bring the schema to the newest revision (:mod:`lmcaps.db`).
+
+        :returns: (revision before, revision after).
+        :raises: EventStoreError.
+        """
+        def run() -> tuple[str | None, str]:
+            with self.engine.connect() as conn:
+                before = db._current_or_none(
+                    conn.execution_options(**{_READ_ONLY: True}))
+            if only_if_needed and before == db.head():
+                return before, before
+            return before, db.upgrade(self.engine)
+
+        with self._guard():
+            return retry.run(run, budget=self.retry_budget,
+                             attempts=OPEN_ATTEMPTS)
+
     @classmethod
-    def from_conf(cls, conf: cfg.ConfigOpts) -> SQLEventStore:
+    def from_conf(cls, conf: cfg.ConfigOpts, **kwargs: Any) -> SQLEventStore:
         """The store at ``[lmcaps] event_connection``."""
-        return cls(conf[lmcaps_conf.GROUP].event_connection)
+        return cls(conf[lmcaps_conf.GROUP].event_connection, **kwargs)
 
     # -- setup ------------------------------------------------------------
 

@@ -25,6 +25,9 @@ ECHO_MAX = 64
 #: Digits an integer option may have (2**63 has 19).
 INT_DIGITS_MAX = 19
 
+#: Largest guest RAM accepted, in MiB (1 PiB).
+RAM_MIB_MAX = 1 << 30
+
 #: Namespace of the instance keys derived from names (uuid5).
 NAME_NAMESPACE = uuid.UUID('6d1f2f4e-5b1a-4c7e-9a53-0c2b1f7d9e21')
 
