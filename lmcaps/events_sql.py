@@ -30,7 +30,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from oslo_config import cfg
-from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
 
@@ -41,49 +40,15 @@ from lmcaps import exception
 from lmcaps import masking
 from lmcaps import validation
 from lmcaps.db import retry
+from lmcaps.db import sqlite as db_sqlite
+from lmcaps.db import tables
 
 #: Seconds a writer waits for another writer's lock before giving up.
 BUSY_TIMEOUT = 30.0
 
-metadata = sa.MetaData()
-
-actions = sa.Table(
-    'instance_actions', metadata,
-    sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column('request_id', sa.String(255), nullable=False),
-    sa.Column('instance_uuid', sa.String(36), nullable=False),
-    sa.Column('action', sa.String(255), nullable=False),
-    sa.Column('start_time', sa.DateTime, nullable=False),
-    sa.Column('finish_time', sa.DateTime),
-    sa.Column('host', sa.String(255)),
-    sa.Column('message', sa.String(255)),
-    # Also serves the lookups by instance (leftmost column): one index less
-    # to write per action.
-    sa.UniqueConstraint('instance_uuid', 'request_id',
-                        name='uniq_instance_actions0instance_uuid0request_id'),
-)
-
-action_events = sa.Table(
-    'instance_actions_events', metadata,
-    sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column('action_id', sa.Integer,
-              sa.ForeignKey('instance_actions.id'), nullable=False),
-    sa.Column('event', sa.String(255), nullable=False),
-    sa.Column('start_time', sa.DateTime, nullable=False),
-    sa.Column('finish_time', sa.DateTime),
-    sa.Column('result', sa.String(255)),
-    sa.Column('traceback', sa.Text),
-    sa.Column('host', sa.String(255)),
-    sa.Column('details', sa.Text),
-    sa.Column('token', sa.String(36)),
-    sa.Index('instance_actions_events_action_id_event_idx',
-             'action_id', 'event'),
-    sa.Index('instance_actions_events_token_idx', 'token', unique=True),
-)
-
-#: Column widths callers must respect (validation allows no more).
-WIDTHS = {'request_id': 255, 'instance_uuid': 36, 'action': 255,
-          'event': 255, 'result': 255, 'host': 255}
+metadata, actions, action_events = (
+    tables.metadata, tables.actions, tables.action_events)
+WIDTHS = tables.WIDTHS
 
 # Statements built once; SQLAlchemy caches their compiled form.
 _FIND_ACTION = sa.select(actions.c.id).where(
@@ -194,7 +159,8 @@ class SQLEventStore(events.EventStore):
             raise self._error(f'cannot use this database ({_reason(exc)})'
                               ) from exc
         if sqlite:
-            self._setup_sqlite(busy_timeout)
+            db_sqlite.setup(self.engine, busy_timeout, self._memory,
+                            _READ_ONLY)
         if upgrade:
             self.upgrade(only_if_needed=True)
         _STORES.add(self)
@@ -254,33 +220,6 @@ class SQLEventStore(events.EventStore):
         if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
             raise self._error(f'file {path} is not readable and writable')
         return url
-
-    def _setup_sqlite(self, busy_timeout: float) -> None:
-        """WAL, busy timeout, foreign keys; writers lock at BEGIN."""
-        millis = int(busy_timeout * 1000)
-        memory = self._memory
-
-        @sa_event.listens_for(self.engine, 'connect')
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute(f'PRAGMA busy_timeout = {millis}')
-                if not memory:
-                    cur.execute('PRAGMA journal_mode = WAL')
-                    cur.execute('PRAGMA synchronous = NORMAL')
-                cur.execute('PRAGMA foreign_keys = ON')
-            finally:
-                cur.close()
-
-        @sa_event.listens_for(self.engine, 'begin')
-        def _begin(conn: sa.Connection) -> None:
-            # Taking the write lock at BEGIN makes a writer wait for another
-            # (busy timeout) instead of failing when it upgrades a read lock.
-            if conn.get_execution_options().get(_READ_ONLY):
-                conn.exec_driver_sql('BEGIN')
-            else:
-                conn.exec_driver_sql('BEGIN IMMEDIATE')
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
