@@ -246,6 +246,12 @@ def check_consistency(conf: cfg.ConfigOpts,
                 problems.append(f'[{group}] {name} must be a finite number, '
                                 f'not {value}')
     opts = conf[GROUP]
+    from lmcaps import exception
+    from lmcaps import validation
+    try:
+        validation.name(opts.host, f'[{GROUP}] host')
+    except exception.InvalidInput as exc:
+        problems.append(exc.message[len('Invalid '):])
     low, high = opts.min_completion_timeout, opts.max_completion_timeout
     if high and low > high:
         problems.append(f'[{GROUP}] min_completion_timeout ({low}) is larger '

@@ -144,6 +144,7 @@ class ConfigFileTest(test_cli.CLITestCase):
          'driver_call_timeout'),
         ('section', '[lmcaps_fakee]\nabort = complete\n',
          'unknown section [lmcaps_fakee]'),
+        ('host', '[lmcaps]\nhost = ' + 'h' * 300 + '\n', '[lmcaps] host'),
         ('option', '[lmcaps_fake]\nabrot = complete\n',
          'did you mean abort?'),
     )

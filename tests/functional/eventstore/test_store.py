@@ -8,7 +8,9 @@ fails the run.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
+import os
 import queue as queue_mod
 import threading
 import time
@@ -21,7 +23,9 @@ from lmcaps import db
 from lmcaps import events
 from lmcaps import events_sql
 from lmcaps import exception
+from lmcaps import masking
 from lmcaps import validation
+from lmcaps.cmd import main as cli_main
 from tests import backend as test_backend
 from tests import postgres
 from tests.functional.eventstore import main_schema
@@ -125,6 +129,28 @@ class _StoreOnServerTests(test_events_sql._StoreContract):
         store = events_sql.SQLEventStore(url)
         self.addCleanup(store.close)
         self.assertEqual(FIRST_STARTS, len(store.list_events(INSTANCE)))
+
+    def test_db_upgrade_command(self) -> None:
+        url = self.new_url()
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'lmcaps.conf')
+        with open(path, 'w') as f:
+            f.write(f'[lmcaps]\nevent_connection = {url}\n')
+
+        def lmcaps(*argv: str) -> tuple[int, str]:
+            out, err = io.StringIO(), io.StringIO()
+            with fixtures.MonkeyPatch('sys.stdout', out), \
+                    fixtures.MonkeyPatch('sys.stderr', err):
+                code = cli_main.main(['--config-file', path, *argv,
+                                      '-f', 'value'])
+            return code, out.getvalue() + err.getvalue()
+
+        self.assertEqual((0, f'{masking.mask_url(url)}\n(none)\n'
+                             f'{db.head()}\n'), lmcaps('db', 'version'))
+        self.assertEqual((0, f'{masking.mask_url(url)}\n(none)\n'
+                             f'{db.head()}\n'), lmcaps('db', 'upgrade'))
+        self.assertEqual((0, f'{masking.mask_url(url)}\n{db.head()}\n'
+                             f'{db.head()}\n'), lmcaps('db', 'upgrade'))
 
     # -- concurrency ---------------------------------------------------------
 
