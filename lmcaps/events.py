@@ -25,6 +25,9 @@ LIVE_MIGRATION = 'live-migration'
 PRECHECK = 'lmcaps_precheck_live_migration'
 TIMEOUT_ACTION = 'lmcaps_live_migration_timeout_action'
 OUTCOME = 'lmcaps_live_migration_outcome'
+#: Events whose details are text for people, where InstanceKeyed puts the
+#: instance's name.
+LABELLED = frozenset({PRECHECK})
 
 
 def utcnow() -> datetime.datetime:
@@ -103,6 +106,17 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     def list_events(self, instance_uuid: str) -> list[EventRecord]:
         """Every event of every action of an instance, oldest first."""
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        """Every ``event`` recorded by ``host`` (any host if None), oldest
+        first, across instances.
+
+        :raises: EventStoreError where the store cannot search.
+        """
+        from lmcaps import exception
+        raise exception.EventStoreError(
+            url=type(self).__name__, reason='it cannot search events')
 
     def close(self) -> None:
         """Release connections."""
@@ -187,6 +201,13 @@ class MemoryEventStore(EventStore):
             return [EventRecord(**ev) for ev in self._events
                     if ev['instance_uuid'] == instance_uuid]
 
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        with self._lock:
+            return [EventRecord(**ev) for ev in self._events
+                    if ev['event'] == event and
+                    (host is None or ev['host'] == host)]
+
 
 class InstanceKeyed(EventStore):
     """A store that records an instance given by name under its UUID key.
@@ -194,8 +215,9 @@ class InstanceKeyed(EventStore):
     Callers name the guest as the user did (a libvirt domain name, say);
     the events go under :func:`lmcaps.validation.instance_key` of it (the
     UUID itself, or a stable uuid5 of the name), and the name is put at the
-    head of each event's details, so that the store's 36-character
-    ``instance_uuid`` column holds every valid name.
+    head of the details of the events in :data:`LABELLED` (the others,
+    such as a watch's JSON document, are left as they are), so that the
+    store's 36-character ``instance_uuid`` column holds every valid name.
 
     :param store: the store written to.
     :param instance: the name or UUID as given (validated).
@@ -213,8 +235,8 @@ class InstanceKeyed(EventStore):
     def _key(self, instance: str) -> str:
         return self.key if instance == self.name else instance
 
-    def _details(self, details: str | None) -> str | None:
-        if self.label is None:
+    def _details(self, event: str, details: str | None) -> str | None:
+        if self.label is None or event not in LABELLED:
             return details
         return f'{self.label}; {details}' if details else self.label
 
@@ -233,7 +255,8 @@ class InstanceKeyed(EventStore):
                      result: str, details: str | None = None,
                      traceback: str | None = None) -> None:
         self.store.event_finish(request_id, self._key(instance_uuid), event,
-                                result, details=self._details(details),
+                                result,
+                                details=self._details(event, details),
                                 traceback=traceback)
 
     def record(self, request_id: str, instance_uuid: str, event: str,
@@ -241,11 +264,16 @@ class InstanceKeyed(EventStore):
                details: str | None = None, traceback: str | None = None,
                action: str = LIVE_MIGRATION) -> None:
         self.store.record(request_id, self._key(instance_uuid), event, result,
-                          host=host, details=self._details(details),
+                          host=host,
+                          details=self._details(event, details),
                           traceback=traceback, action=action)
 
     def list_events(self, instance_uuid: str) -> list[EventRecord]:
         return self.store.list_events(self._key(instance_uuid))
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        return self.store.find_events(event, host=host)
 
     def close(self) -> None:
         self.store.close()

@@ -12,7 +12,8 @@ use.  A write broken by a lost connection is retried with backoff
 (:mod:`lmcaps.db.retry`); each event carries a unique token, so a retried
 start or finish is applied exactly once, and :meth:`SQLEventStore.record`
 writes a whole event in one transaction.  Free text (details, tracebacks)
-is stored with control characters escaped; names longer than the columns
+is stored with control characters escaped and remembered secrets
+(:func:`lmcaps.masking.remember`) scrubbed; names longer than the columns
 are refused with a clear error (validate them at the edge first:
 :mod:`lmcaps.validation`).
 """
@@ -83,6 +84,21 @@ _LIST_EVENTS = (
 _FIND_TOKEN = sa.select(action_events.c.id, action_events.c.finish_time,
                         action_events.c.result).where(
     action_events.c.token == sa.bindparam('token'))
+_FIND_EVENTS = (
+    sa.select(*_LIST_EVENTS.selected_columns)
+    .join(actions, actions.c.id == action_events.c.action_id)
+    .order_by(action_events.c.start_time, action_events.c.id))
+
+
+def _event_record(r: Any) -> events.EventRecord:
+    return events.EventRecord(
+        id=r.id, action_id=r.action_id, request_id=r.request_id,
+        instance_uuid=r.instance_uuid, action=r.action, event=r.event,
+        start_time=_aware(r.start_time),  # type: ignore[arg-type]
+        finish_time=_aware(r.finish_time), result=r.result,
+        traceback=r.traceback, host=r.host, details=r.details)
+
+
 _READ_ONLY = 'lmcaps_read_only'
 #: Attempts to open a store (first connection and schema check): a wrong
 #: URL fails fast, a busy server at start is waited for a little.
@@ -101,6 +117,12 @@ def _reason(exc: BaseException) -> str:
     else:
         text = str(exc) or type(exc).__name__
     return masking.scrub(' '.join(text.split()))[:300]
+
+
+def _text(value: str | None) -> str | None:
+    """Free text as stored: remembered secrets scrubbed, controls escaped."""
+    return None if value is None else validation.escape_text(
+        masking.scrub(value))
 
 
 def _now() -> datetime.datetime:
@@ -300,8 +322,8 @@ class SQLEventStore(events.EventStore):
         now = _now()
         row = {'event': event, 'start_time': now, 'finish_time': now,
                'host': host, 'result': result,
-               'details': validation.escape_text(details),
-               'traceback': validation.escape_text(traceback),
+               'details': _text(details),
+               'traceback': _text(traceback),
                'token': str(uuid.uuid4())}
         self._write(self._insert_event, request_id, instance_uuid, action,
                     row)
@@ -333,8 +355,8 @@ class SQLEventStore(events.EventStore):
         """
         self._check(result=result)
         values = {'finish_time': _now(), 'result': result,
-                  'details': validation.escape_text(details),
-                  'traceback': validation.escape_text(traceback)}
+                  'details': _text(details),
+                  'traceback': _text(traceback)}
         tried: list[int] = []
 
         def finish(conn: sa.Connection) -> None:
@@ -369,13 +391,16 @@ class SQLEventStore(events.EventStore):
         with self._reader() as conn:
             rows = conn.execute(_LIST_EVENTS,
                                 {'instance_uuid': instance_uuid}).all()
-        return [events.EventRecord(
-            id=r.id, action_id=r.action_id, request_id=r.request_id,
-            instance_uuid=r.instance_uuid, action=r.action, event=r.event,
-            start_time=_aware(r.start_time),
-            finish_time=_aware(r.finish_time), result=r.result,
-            traceback=r.traceback, host=r.host, details=r.details)
-            for r in rows]
+        return [_event_record(r) for r in rows]
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[events.EventRecord]:
+        query = _FIND_EVENTS.where(action_events.c.event == event)
+        if host is not None:
+            query = query.where(action_events.c.host == host)
+        with self._reader() as conn:
+            rows = conn.execute(query).all()
+        return [_event_record(r) for r in rows]
 
     def list_actions(self, instance_uuid: str) -> list[events.ActionRecord]:
         """Every action of an instance, oldest first."""
