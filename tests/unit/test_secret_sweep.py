@@ -47,6 +47,7 @@ COMMANDS = {
                 f'qemu+ssh://root:{SECRET}@127.0.0.1:1/system',
                 '--migrate-uri', f'tcp://u:{SECRET}@127.0.0.1:1',
                 '--completion-timeout', '1'),
+    'watch': ('watch',),
     'db_upgrade': ('db', 'upgrade'),
     'db_version': ('db', 'version'),
 }
@@ -68,6 +69,15 @@ class SecretSweepTest(test_cli.CLITestCase):
         super().setUp()
         masking.forget()
         self.addCleanup(masking.forget)
+
+    def test_every_command_is_swept(self) -> None:
+        from importlib import metadata
+        names = {ep.name.replace('_', ' ')
+                 for ep in metadata.entry_points(group='lmcaps.cli')}
+        swept = {' '.join(a for a in argv[:2] if not a.startswith('-')
+                          and a not in ('fake', 'dom', INSTANCE))
+                 for argv in COMMANDS.values()}
+        self.assertEqual(names, swept)
 
     @ddt.idata(_cases())
     @ddt.unpack
