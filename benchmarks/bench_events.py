@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import sys
 import tempfile
 import time
 
@@ -26,7 +27,8 @@ from tests import postgres
 from tests.functional.eventstore import workers
 
 
-def writers(url: str, processes: int, threads: int, records: int) -> str:
+def writers(url: str, processes: int, threads: int,
+            records: int) -> tuple[str, bool]:
     events_sql.SQLEventStore(url).close()   # schema first, not timed
     ctx = multiprocessing.get_context('spawn')
     q = ctx.Queue()
@@ -54,10 +56,12 @@ def writers(url: str, processes: int, threads: int, records: int) -> str:
             f'writer errors {len(errors)}')
     if errors:
         line += f' (first: {errors[0]})'
-    return line
+    ok = not errors and half == 0 and len(evs) == len(names) == expected
+    return line, ok
 
 
-def first_starts(cluster: postgres.Cluster, count: int, rounds: int) -> str:
+def first_starts(cluster: postgres.Cluster, count: int,
+                 rounds: int) -> tuple[str, bool]:
     ctx = multiprocessing.get_context('spawn')
     ok = 0
     failures: list[str] = []
@@ -82,35 +86,42 @@ def first_starts(cluster: postgres.Cluster, count: int, rounds: int) -> str:
             f'({rounds} rounds of {count} processes on an empty database)')
     if failures:
         line += f'; first failure: {failures[0]}'
-    return line
+    return line, ok == count * rounds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures; 1 if an event was lost or half-written, an error
+    occurred or a first start failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--processes', type=int, default=16)
     parser.add_argument('--threads', type=int, default=16)
     parser.add_argument('--records', type=int, default=8)
     parser.add_argument('--first-starts', type=int, default=12)
     parser.add_argument('--rounds', type=int, default=10)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f'sqlite:///{os.path.join(tmp, "ev.sqlite")}'
-        print('sqlite:    ', writers(url, args.processes, args.threads,
-                                     args.records), flush=True)
-    ok, reason = postgres.available()
-    if not ok:
+        line, ok = writers(url, args.processes, args.threads, args.records)
+        print('sqlite:    ', line, flush=True)
+        results.append(ok)
+    available, reason = postgres.available()
+    if not available:
         print(f'postgresql: not measured: {reason}')
-        return
+        return 1
     cluster = postgres.Cluster(max_connections=400).start()
     try:
         url = cluster.url(cluster.new_database())
-        print('postgresql:', writers(url, args.processes, args.threads,
-                                     args.records), flush=True)
-        print('postgresql:', first_starts(cluster, args.first_starts,
-                                          args.rounds), flush=True)
+        line, ok = writers(url, args.processes, args.threads, args.records)
+        print('postgresql:', line, flush=True)
+        results.append(ok)
+        line, ok = first_starts(cluster, args.first_starts, args.rounds)
+        print('postgresql:', line, flush=True)
+        results.append(ok)
     finally:
         cluster.stop()
+    return 0 if all(results) else 1
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
