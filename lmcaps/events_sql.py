@@ -195,7 +195,7 @@ class SQLEventStore(events.EventStore):
         """
         def run() -> tuple[str | None, str]:
             with self.engine.connect() as conn:
-                before = db._current_or_none(
+                before = db.read_revision(
                     conn.execution_options(**{_READ_ONLY: True}))
             if only_if_needed and before == db.head():
                 return before, before

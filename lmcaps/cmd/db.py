@@ -48,7 +48,7 @@ class Version(show.ShowOne):
                                                    upgrade=False)
         try:
             with store._guard(), store.engine.connect() as conn:
-                current = db._current_or_none(
+                current = db.read_revision(
                     conn.execution_options(lmcaps_read_only=True))
         finally:
             store.close()

@@ -2,9 +2,9 @@
 
 The migrations live in ``lmcaps/db/migrations/versions``; the applied
 revision is kept in the table ``lmcaps_alembic_version``.  :func:`upgrade`
-brings a database to the newest revision; :func:`ensure_schema` does it on
-first use, guarded so that any number of processes starting at once on an
-empty database all succeed:
+brings a database to the newest revision (the store calls it on first use
+when :func:`current` is not :func:`head`), guarded so that any number of
+processes starting at once on an empty database all succeed:
 
 - PostgreSQL: the upgrade runs in one transaction holding a transaction
   advisory lock (``pg_advisory_xact_lock``); DDL is transactional, so a
@@ -69,24 +69,8 @@ def upgrade(engine: sa.Engine, revision: str = 'head') -> str:
         return current(conn) or ''
 
 
-def ensure_schema(engine: sa.Engine) -> bool:
-    """Upgrade to the newest revision unless already there.
-
-    The check takes no lock, so a store opening an up-to-date database
-    pays one small query.
-
-    :returns: whether an upgrade ran.
-    """
-    target = head()
-    with engine.connect() as conn:
-        at = _current_or_none(conn.execution_options(lmcaps_read_only=True))
-    if at == target:
-        return False
-    upgrade(engine)
-    return True
-
-
-def _current_or_none(conn: sa.Connection) -> str | None:
+def read_revision(conn: sa.Connection) -> str | None:
+    """:func:`current`, leaving no transaction open on ``conn``."""
     try:
         return current(conn)
     finally:
