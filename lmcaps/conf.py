@@ -7,7 +7,11 @@ Each driver's options live in a group of its own, ``[lmcaps_<driver>]``.
 
 from __future__ import annotations
 
+import math
+import os
 import socket
+import stat
+from collections.abc import Sequence
 
 from oslo_config import cfg
 
@@ -79,8 +83,11 @@ lmcaps_opts = [
                default='sqlite:///$state_path/lmcaps-events.sqlite',
                secret=True,
                help='SQLAlchemy database URL where instance action events '
-                    'are stored; point every host at one MySQL or '
-                    'PostgreSQL database to share them across a fleet.'),
+                    'are stored; point every host at one PostgreSQL '
+                    'database (postgresql+psycopg2://..., pip extra '
+                    'lmcaps[postgresql]) to share them across a fleet. '
+                    'The schema is upgraded on first use (or run "lmcaps '
+                    'db upgrade").'),
     cfg.FloatOpt('monitor_poll_interval',
                  default=0.5, min=0.01,
                  help='Seconds between two progress polls of one running '
@@ -151,3 +158,158 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
         if opts:
             result.append((driver_group(name), opts))
     return result
+
+
+# -- checking a configuration as a whole ---------------------------------
+
+#: Largest configuration file read, in bytes.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def check_config_file(path: str) -> None:
+    """Refuse a configuration file that is not a small regular text file.
+
+    Checked before oslo.config reads it: a directory, a device such as
+    ``/dev/zero``, a FIFO, a binary file or one over MAX_CONFIG_BYTES.
+
+    :raises: InvalidConfig naming the file (escaped and truncated).
+    """
+    from lmcaps import exception
+    from lmcaps import validation
+
+    shown = validation.echo(path, 200)
+
+    def bad(why: str) -> exception.InvalidConfig:
+        return exception.InvalidConfig(
+            reason=f'configuration file {shown} {why}')
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise bad(f'cannot be read: {exc.strerror}') from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = 'a directory' if stat.S_ISDIR(st.st_mode) else \
+            'not a regular file'
+        raise bad(f'is {kind}')
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise bad(f'is larger than {MAX_CONFIG_BYTES} bytes')
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise bad(f'cannot be read: {exc.strerror}') from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise bad(f'is larger than {MAX_CONFIG_BYTES} bytes')
+    if b'\0' in data:
+        raise bad('is not a text file (it holds NUL bytes)')
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        raise bad(f'is not UTF-8 text (byte {exc.start})') from exc
+
+
+def known_groups(conf: cfg.ConfigOpts) -> dict[str, list[cfg.Opt]]:
+    """The options of ``[lmcaps]`` and of each installed driver's group.
+
+    Registers every installed driver's options on ``conf`` (as loading the
+    driver would), so that their values can be checked too.
+    """
+    groups: list[tuple[str, list[cfg.Opt]]] = [(GROUP, list(lmcaps_opts))]
+    try:
+        groups = list_opts()
+    except Exception:  # noqa: BLE001 - a broken driver is reported on use
+        pass
+    for group, opts in groups:
+        conf.register_opts(opts, group=group)
+    return dict(groups)
+
+
+def _names(opts: Sequence[cfg.Opt]) -> set[str]:
+    names = set()
+    for opt in opts:
+        names.update({opt.dest, opt.name})
+        names.update(d.name for d in opt.deprecated_opts if d.name)
+    return names
+
+
+def unknown_options(files: Sequence[str],
+                    groups: dict[str, list[cfg.Opt]]) -> list[str]:
+    """One line per unknown option or section of lmcaps in ``files``."""
+    import difflib
+
+    problems = []
+    known = {group: _names(opts) for group, opts in groups.items()}
+    for path in files:
+        sections: dict[str, dict] = {}
+        cfg.ConfigParser(path, sections).parse()
+        for section, keys in sections.items():
+            if section != GROUP and not section.startswith(GROUP + '_'):
+                continue
+            if section not in known:
+                near = difflib.get_close_matches(section, known, 1)
+                hint = f' (did you mean [{near[0]}]?)' if near else ''
+                problems.append(f'unknown section [{section}] in {path}'
+                                f'{hint}')
+                continue
+            for key in keys:
+                if key.replace('-', '_') in known[section]:
+                    continue
+                near = difflib.get_close_matches(key, known[section], 1)
+                hint = f' (did you mean {near[0]}?)' if near else ''
+                problems.append(f'unknown option [{section}] {key} in '
+                                f'{path}{hint}')
+    return problems
+
+
+def check_consistency(conf: cfg.ConfigOpts,
+                      groups: dict[str, list[cfg.Opt]]) -> list[str]:
+    """One line per value that is out of range together with another."""
+    problems = []
+    for group, opts in groups.items():
+        for name in sorted(opt.dest for opt in opts):
+            value = conf[group][name]
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f'[{group}] {name} must be a finite number, '
+                                f'not {value}')
+    opts = conf[GROUP]
+    from lmcaps import exception
+    from lmcaps import validation
+    try:
+        validation.name(opts.host, f'[{GROUP}] host')
+    except exception.InvalidInput as exc:
+        problems.append(exc.message[len('Invalid '):])
+    low, high = opts.min_completion_timeout, opts.max_completion_timeout
+    if high and low > high:
+        problems.append(f'[{GROUP}] min_completion_timeout ({low}) is larger '
+                        f'than max_completion_timeout ({high}): every '
+                        'per-instance completion_timeout would be refused')
+    if not opts.enabled_checks:
+        problems.append(f'[{GROUP}] enabled_checks is empty: no pre-check '
+                        'would run; list at least one, e.g. '
+                        f"{','.join(DEFAULT_CHECKS)}")
+    if not opts.allowed_timeout_actions:
+        problems.append(f'[{GROUP}] allowed_timeout_actions is empty; allowed:'
+                        f" {', '.join(TIMEOUT_ACTIONS)}")
+    return problems
+
+
+def validate(conf: cfg.ConfigOpts, files: Sequence[str] = (),
+             groups: dict[str, list[cfg.Opt]] | None = None) -> None:
+    """Check the whole configuration at start, before any backend call.
+
+    Every problem is reported at once: unknown options or sections of
+    lmcaps in ``files`` (a misspelt bound would be silently ignored),
+    non-finite numbers, min > max and empty lists that would refuse or
+    disable everything.  Values out of an option's own range are reported
+    by oslo.config when read.
+
+    :param groups: from :func:`known_groups` (called when not given).
+    :raises: InvalidConfig (one line, problems joined by ``; ``).
+    """
+    from lmcaps import exception
+
+    groups = known_groups(conf) if groups is None else groups
+    problems = unknown_options(files, groups)
+    problems += check_consistency(conf, groups)
+    if problems:
+        raise exception.InvalidConfig(reason='; '.join(problems))

@@ -25,6 +25,9 @@ LIVE_MIGRATION = 'live-migration'
 PRECHECK = 'lmcaps_precheck_live_migration'
 TIMEOUT_ACTION = 'lmcaps_live_migration_timeout_action'
 OUTCOME = 'lmcaps_live_migration_outcome'
+#: Events whose details are text for people, where InstanceKeyed puts the
+#: instance's name.
+LABELLED = frozenset({PRECHECK})
 
 
 def utcnow() -> datetime.datetime:
@@ -204,6 +207,79 @@ class MemoryEventStore(EventStore):
             return [EventRecord(**ev) for ev in self._events
                     if ev['event'] == event and
                     (host is None or ev['host'] == host)]
+
+
+class InstanceKeyed(EventStore):
+    """A store that records an instance given by name under its UUID key.
+
+    Callers name the guest as the user did (a libvirt domain name, say);
+    the events go under :func:`lmcaps.validation.instance_key` of it (the
+    UUID itself, or a stable uuid5 of the name), and the name is put at the
+    head of the details of the events in :data:`LABELLED` (the others,
+    such as a watch's JSON document, are left as they are), so that the
+    store's 36-character ``instance_uuid`` column holds every valid name.
+
+    :param store: the store written to.
+    :param instance: the name or UUID as given (validated).
+    :raises: InvalidInput for an invalid name.
+    """
+
+    def __init__(self, store: EventStore, instance: str) -> None:
+        from lmcaps import validation
+        self.store = store
+        self.name = instance
+        self.key = validation.instance_key(instance)
+        self.label = None if validation.is_uuid(instance) else \
+            f'instance: {instance}'
+
+    def _key(self, instance: str) -> str:
+        return self.key if instance == self.name else instance
+
+    def _details(self, event: str, details: str | None) -> str | None:
+        if self.label is None or event not in LABELLED:
+            return details
+        return f'{self.label}; {details}' if details else self.label
+
+    def action_start(self, request_id: str, instance_uuid: str, action: str,
+                     host: str | None = None) -> None:
+        self.store.action_start(request_id, self._key(instance_uuid), action,
+                                host=host)
+
+    def event_start(self, request_id: str, instance_uuid: str, event: str,
+                    host: str | None = None,
+                    action: str = LIVE_MIGRATION) -> None:
+        self.store.event_start(request_id, self._key(instance_uuid), event,
+                               host=host, action=action)
+
+    def event_finish(self, request_id: str, instance_uuid: str, event: str,
+                     result: str, details: str | None = None,
+                     traceback: str | None = None) -> None:
+        self.store.event_finish(request_id, self._key(instance_uuid), event,
+                                result,
+                                details=self._details(event, details),
+                                traceback=traceback)
+
+    def record(self, request_id: str, instance_uuid: str, event: str,
+               result: str, host: str | None = None,
+               details: str | None = None, traceback: str | None = None,
+               action: str = LIVE_MIGRATION) -> None:
+        self.store.record(request_id, self._key(instance_uuid), event, result,
+                          host=host,
+                          details=self._details(event, details),
+                          traceback=traceback, action=action)
+
+    def list_events(self, instance_uuid: str) -> list[EventRecord]:
+        return self.store.list_events(self._key(instance_uuid))
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        return self.store.find_events(event, host=host)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)   # url, list_actions, engine...
 
 
 def details_text(lines: Mapping[str, str] | list[str]) -> str:

@@ -4,8 +4,18 @@ The tables carry nova's fields (``instance_actions`` and
 ``instance_actions_events``).  Every call is one short transaction; with
 SQLite the database runs in WAL mode, writers take the lock up front
 (``BEGIN IMMEDIATE``) and wait for it (busy timeout), so concurrent threads
-and processes on one host lose no event.  Point every host at one MySQL or
+and processes on one host lose no event.  Point every host at one
 PostgreSQL URL to share the events across a fleet.
+
+The schema is versioned (:mod:`lmcaps.db`, alembic) and upgraded on first
+use.  A write broken by a lost connection is retried with backoff
+(:mod:`lmcaps.db.retry`); each event carries a unique token, so a retried
+start or finish is applied exactly once, and :meth:`SQLEventStore.record`
+writes a whole event in one transaction.  Free text (details, tracebacks)
+is stored with control characters escaped and remembered secrets
+(:func:`lmcaps.masking.remember`) scrubbed; names longer than the columns
+are refused with a clear error (validate them at the edge first:
+:mod:`lmcaps.validation`).
 """
 
 from __future__ import annotations
@@ -13,58 +23,33 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import re
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from oslo_config import cfg
-from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
 
 from lmcaps import conf as lmcaps_conf
+from lmcaps import db
 from lmcaps import events
 from lmcaps import exception
+from lmcaps import masking
+from lmcaps import validation
+from lmcaps.db import retry
+from lmcaps.db import sqlite as db_sqlite
+from lmcaps.db import tables
 
 #: Seconds a writer waits for another writer's lock before giving up.
 BUSY_TIMEOUT = 30.0
 
-metadata = sa.MetaData()
-
-actions = sa.Table(
-    'instance_actions', metadata,
-    sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column('request_id', sa.String(255), nullable=False),
-    sa.Column('instance_uuid', sa.String(36), nullable=False),
-    sa.Column('action', sa.String(255), nullable=False),
-    sa.Column('start_time', sa.DateTime, nullable=False),
-    sa.Column('finish_time', sa.DateTime),
-    sa.Column('host', sa.String(255)),
-    sa.Column('message', sa.String(255)),
-    # Also serves the lookups by instance (leftmost column): one index less
-    # to write per action.
-    sa.UniqueConstraint('instance_uuid', 'request_id',
-                        name='uniq_instance_actions0instance_uuid0request_id'),
-)
-
-action_events = sa.Table(
-    'instance_actions_events', metadata,
-    sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column('action_id', sa.Integer,
-              sa.ForeignKey('instance_actions.id'), nullable=False),
-    sa.Column('event', sa.String(255), nullable=False),
-    sa.Column('start_time', sa.DateTime, nullable=False),
-    sa.Column('finish_time', sa.DateTime),
-    sa.Column('result', sa.String(255)),
-    sa.Column('traceback', sa.Text),
-    sa.Column('host', sa.String(255)),
-    sa.Column('details', sa.Text),
-    sa.Index('instance_actions_events_action_id_event_idx',
-             'action_id', 'event'),
-)
+metadata, actions, action_events = (
+    tables.metadata, tables.actions, tables.action_events)
+WIDTHS = tables.WIDTHS
 
 # Statements built once; SQLAlchemy caches their compiled form.
 _FIND_ACTION = sa.select(actions.c.id).where(
@@ -81,7 +66,8 @@ _FIND_OPEN_EVENT = (
            action_events.c.finish_time.is_(None))
     .order_by(action_events.c.id.desc()).limit(1))
 _FINISH_EVENT = action_events.update().where(
-    action_events.c.id == sa.bindparam('event_id'))
+    action_events.c.id == sa.bindparam('event_id'),
+    action_events.c.finish_time.is_(None))
 _MARK_ACTION_ERROR = actions.update().where(
     actions.c.id == sa.bindparam('action_id')).values(message='Error')
 _LIST_EVENTS = (
@@ -95,6 +81,9 @@ _LIST_EVENTS = (
     .where(actions.c.instance_uuid == sa.bindparam('instance_uuid'))
     .order_by(action_events.c.start_time, action_events.c.id))
 
+_FIND_TOKEN = sa.select(action_events.c.id, action_events.c.finish_time,
+                        action_events.c.result).where(
+    action_events.c.token == sa.bindparam('token'))
 _FIND_EVENTS = (
     sa.select(*_LIST_EVENTS.selected_columns)
     .join(actions, actions.c.id == action_events.c.action_id)
@@ -110,15 +99,13 @@ def _event_record(r: Any) -> events.EventRecord:
         traceback=r.traceback, host=r.host, details=r.details)
 
 
-_PASSWORD_RE = re.compile(r'(://[^:/@]*:).*@')
 _READ_ONLY = 'lmcaps_read_only'
+#: Attempts to open a store (first connection and schema check): a wrong
+#: URL fails fast, a busy server at start is waited for a little.
+OPEN_ATTEMPTS = 3
 
-
-def mask_url(url: str | sa.engine.URL) -> str:
-    """The URL with any password replaced by ``***``."""
-    if isinstance(url, sa.engine.URL):
-        return url.render_as_string(hide_password=True)
-    return _PASSWORD_RE.sub(r'\1***@', str(url))
+#: Kept for callers of lmcaps 0.1: the one masking function.
+mask_url = masking.mask_url
 
 
 def _reason(exc: BaseException) -> str:
@@ -129,7 +116,13 @@ def _reason(exc: BaseException) -> str:
         text = exc.strerror + (f': {exc.filename}' if exc.filename else '')
     else:
         text = str(exc) or type(exc).__name__
-    return ' '.join(text.split())[:300]
+    return masking.scrub(' '.join(text.split()))[:300]
+
+
+def _text(value: str | None) -> str | None:
+    """Free text as stored: remembered secrets scrubbed, controls escaped."""
+    return None if value is None else validation.escape_text(
+        masking.scrub(value))
 
 
 def _now() -> datetime.datetime:
@@ -147,25 +140,33 @@ class SQLEventStore(events.EventStore):
     """Instance actions and events in a database.
 
     :param url: an SQLAlchemy URL, e.g. ``sqlite:////var/lib/lmcaps/ev.sqlite``
-        or ``mysql+pymysql://user:pw@db/lmcaps``; ``~`` in a SQLite path is
+        or ``postgresql+psycopg2://user:pw@db/lmcaps``; ``~`` in a SQLite path is
         expanded and the directory created.
     :param busy_timeout: SQLite only: seconds to wait for another writer.
+    :param retry_budget: seconds a write broken by a lost connection is
+        retried for (with backoff) before EventStoreError.
+    :param upgrade: upgrade the schema to the newest revision if needed.
     :raises: EventStoreError naming the (masked) URL and the reason when the
         database cannot be opened, read, written or initialised.
     """
 
-    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT,
+                 retry_budget: float = retry.BUDGET,
+                 upgrade: bool = True) -> None:
+        url = str(url)
+        masking.remember(url)
         self.url = mask_url(url)
+        self.retry_budget = retry_budget
         try:
             parsed = sa.engine.make_url(url)
         except (sa_exc.ArgumentError, ValueError) as exc:
             raise self._error(f'not a database URL ({_reason(exc)})') from exc
-        self.url = mask_url(parsed)
         self._memory = False
         self._lock: threading.Lock | contextlib.nullcontext = \
             contextlib.nullcontext()
         kwargs: dict[str, Any] = {}
-        if parsed.get_backend_name() == 'sqlite':
+        sqlite = parsed.get_backend_name() == 'sqlite'
+        if sqlite:
             parsed = self._prepare_sqlite(parsed)
             kwargs['connect_args'] = {'timeout': busy_timeout,
                                       'check_same_thread': False}
@@ -174,22 +175,40 @@ class SQLEventStore(events.EventStore):
                 self._lock = threading.Lock()
         else:
             kwargs['pool_pre_ping'] = True
-        self.url = mask_url(parsed)
         try:
             self.engine = sa.create_engine(parsed, **kwargs)
         except (sa_exc.SQLAlchemyError, ImportError) as exc:
             raise self._error(f'cannot use this database ({_reason(exc)})'
                               ) from exc
-        if parsed.get_backend_name() == 'sqlite':
-            self._setup_sqlite(busy_timeout)
-        with self._guard():
-            self._create_schema()
+        if sqlite:
+            db_sqlite.setup(self.engine, busy_timeout, self._memory,
+                            _READ_ONLY)
+        if upgrade:
+            self.upgrade(only_if_needed=True)
         _STORES.add(self)
 
+    def upgrade(self, only_if_needed: bool = False) -> tuple[str | None, str]:
+        """Bring the schema to the newest revision (:mod:`lmcaps.db`).
+
+        :returns: (revision before, revision after).
+        :raises: EventStoreError.
+        """
+        def run() -> tuple[str | None, str]:
+            with self.engine.connect() as conn:
+                before = db.read_revision(
+                    conn.execution_options(**{_READ_ONLY: True}))
+            if only_if_needed and before == db.head():
+                return before, before
+            return before, db.upgrade(self.engine)
+
+        with self._guard():
+            return retry.run(run, budget=self.retry_budget,
+                             attempts=OPEN_ATTEMPTS)
+
     @classmethod
-    def from_conf(cls, conf: cfg.ConfigOpts) -> SQLEventStore:
+    def from_conf(cls, conf: cfg.ConfigOpts, **kwargs: Any) -> SQLEventStore:
         """The store at ``[lmcaps] event_connection``."""
-        return cls(conf[lmcaps_conf.GROUP].event_connection)
+        return cls(conf[lmcaps_conf.GROUP].event_connection, **kwargs)
 
     # -- setup ------------------------------------------------------------
 
@@ -224,43 +243,6 @@ class SQLEventStore(events.EventStore):
             raise self._error(f'file {path} is not readable and writable')
         return url
 
-    def _setup_sqlite(self, busy_timeout: float) -> None:
-        """WAL, busy timeout, foreign keys; writers lock at BEGIN."""
-        millis = int(busy_timeout * 1000)
-        memory = self._memory
-
-        @sa_event.listens_for(self.engine, 'connect')
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute(f'PRAGMA busy_timeout = {millis}')
-                if not memory:
-                    cur.execute('PRAGMA journal_mode = WAL')
-                    cur.execute('PRAGMA synchronous = NORMAL')
-                cur.execute('PRAGMA foreign_keys = ON')
-            finally:
-                cur.close()
-
-        @sa_event.listens_for(self.engine, 'begin')
-        def _begin(conn: sa.Connection) -> None:
-            # Taking the write lock at BEGIN makes a writer wait for another
-            # (busy timeout) instead of failing when it upgrades a read lock.
-            if conn.get_execution_options().get(_READ_ONLY):
-                conn.exec_driver_sql('BEGIN')
-            else:
-                conn.exec_driver_sql('BEGIN IMMEDIATE')
-
-    def _create_schema(self) -> None:
-        """Create the tables unless they exist (once, not per call)."""
-        try:
-            with self.engine.begin() as conn:
-                metadata.create_all(conn, checkfirst=True)
-        except sa_exc.OperationalError:
-            # Another process created them between our check and create.
-            with self.engine.begin() as conn:
-                metadata.create_all(conn, checkfirst=True)
-
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Turn database and OS errors into one-line EventStoreErrors."""
@@ -288,12 +270,14 @@ class SQLEventStore(events.EventStore):
         return result.inserted_primary_key[0]
 
     def _write(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(conn, *args)`` in one transaction; retry a lost race once.
+        """Run ``fn(conn, *args)`` in one transaction, retried until done.
 
-        Only servers without BEGIN IMMEDIATE can lose the race to create an
-        action (unique constraint); the retry then finds it.
+        A broken connection is retried with backoff for ``retry_budget``
+        seconds (``fn`` must be idempotent); a lost race to create an action
+        (unique constraint, servers without BEGIN IMMEDIATE) is retried and
+        then finds it.
         """
-        with self._guard():
+        def once() -> Any:
             try:
                 with self.engine.begin() as conn:
                     return fn(conn, *args)
@@ -301,21 +285,60 @@ class SQLEventStore(events.EventStore):
                 with self.engine.begin() as conn:
                     return fn(conn, *args)
 
+        with self._guard():
+            return retry.run(once, budget=self.retry_budget)
+
+    def _check(self, **values: str | None) -> None:
+        """Refuse, in one line, what would not fit its column."""
+        for key, value in values.items():
+            if value is not None and len(value) > WIDTHS[key]:
+                raise self._error(
+                    f'{key} {validation.echo(value)} is longer than '
+                    f'{WIDTHS[key]} characters')
+
     def action_start(self, request_id: str, instance_uuid: str, action: str,
                      host: str | None = None) -> None:
+        self._check(request_id=request_id, instance_uuid=instance_uuid,
+                    action=action, host=host)
         self._write(self._action_id, request_id, instance_uuid, action, host)
 
     def event_start(self, request_id: str, instance_uuid: str, event: str,
                     host: str | None = None,
                     action: str = events.LIVE_MIGRATION) -> None:
-        def start(conn: sa.Connection) -> None:
-            action_id = self._action_id(conn, request_id, instance_uuid,
-                                        action, host)
-            conn.execute(_INSERT_EVENT, {
-                'action_id': action_id, 'event': event,
-                'start_time': _now(), 'host': host})
+        self._check(request_id=request_id, instance_uuid=instance_uuid,
+                    event=event, host=host, action=action)
+        row = {'event': event, 'start_time': _now(), 'host': host,
+               'token': str(uuid.uuid4())}
+        self._write(self._insert_event, request_id, instance_uuid, action,
+                    row)
 
-        self._write(start)
+    def record(self, request_id: str, instance_uuid: str, event: str,
+               result: str, host: str | None = None,
+               details: str | None = None, traceback: str | None = None,
+               action: str = events.LIVE_MIGRATION) -> None:
+        """Record a whole event (start and finish) in one transaction."""
+        self._check(request_id=request_id, instance_uuid=instance_uuid,
+                    event=event, host=host, action=action, result=result)
+        now = _now()
+        row = {'event': event, 'start_time': now, 'finish_time': now,
+               'host': host, 'result': result,
+               'details': _text(details),
+               'traceback': _text(traceback),
+               'token': str(uuid.uuid4())}
+        self._write(self._insert_event, request_id, instance_uuid, action,
+                    row)
+
+    def _insert_event(self, conn: sa.Connection, request_id: str,
+                      instance_uuid: str, action: str,
+                      row: dict[str, Any]) -> None:
+        """Insert the event unless a previous attempt did (same token)."""
+        if conn.execute(_FIND_TOKEN, {'token': row['token']}).first():
+            return
+        action_id = self._action_id(conn, request_id, instance_uuid,
+                                    action, row['host'])
+        conn.execute(_INSERT_EVENT, dict(row, action_id=action_id))
+        if (row.get('result') or '').lower() == events.ERROR.lower():
+            conn.execute(_MARK_ACTION_ERROR, {'action_id': action_id})
 
     def event_finish(self, request_id: str, instance_uuid: str, event: str,
                      result: str, details: str | None = None,
@@ -323,12 +346,28 @@ class SQLEventStore(events.EventStore):
         """Finish the newest unfinished ``event`` of the action.
 
         An ``Error`` result also marks the action's message ``Error``, as
-        nova does.
+        nova does.  Retried after a broken connection, the finish is
+        applied once: an attempt whose commit did land is recognised by its
+        finish time and result.
 
         :raises: EventNotFound (an EventStoreError and a KeyError) when no
             such event is unfinished.
         """
+        self._check(result=result)
+        values = {'finish_time': _now(), 'result': result,
+                  'details': _text(details),
+                  'traceback': _text(traceback)}
+        tried: list[int] = []
+
         def finish(conn: sa.Connection) -> None:
+            for event_id in tried:   # did an earlier attempt commit?
+                done = conn.execute(
+                    sa.select(action_events.c.finish_time,
+                              action_events.c.result)
+                    .where(action_events.c.id == event_id)).first()
+                if done is not None and tuple(done) == (
+                        values['finish_time'], result):
+                    return
             row = conn.execute(_FIND_OPEN_EVENT, {
                 'request_id': request_id, 'instance_uuid': instance_uuid,
                 'event': event}).first()
@@ -336,9 +375,8 @@ class SQLEventStore(events.EventStore):
                 raise exception.EventNotFound(
                     url=self.url, event=event, instance=instance_uuid,
                     request_id=request_id)
-            conn.execute(_FINISH_EVENT, {
-                'event_id': row.id, 'finish_time': _now(), 'result': result,
-                'details': details, 'traceback': traceback})
+            tried.append(row.id)
+            conn.execute(_FINISH_EVENT, dict(values, event_id=row.id))
             if result.lower() == events.ERROR.lower():
                 conn.execute(_MARK_ACTION_ERROR, {'action_id': row.action_id})
 

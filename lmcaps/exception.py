@@ -36,6 +36,18 @@ class InvalidRequest(LmcapsException):
     msg_fmt = 'Invalid live-migration request: %(reason)s'
 
 
+class InvalidInput(LmcapsException):
+    """An argument or option value that is not allowed (exit code 2)."""
+
+    msg_fmt = 'Invalid %(what)s %(value)s; allowed: %(allowed)s'
+
+
+class InvalidConfig(LmcapsException):
+    """The configuration as a whole is inconsistent (exit code 2)."""
+
+    msg_fmt = 'Invalid configuration: %(reason)s'
+
+
 class DriverNotFound(LmcapsException):
     msg_fmt = ("Unknown lmcaps driver '%(name)s'; installed drivers: "
                "%(available)s")

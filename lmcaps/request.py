@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,9 @@ from lmcaps import exception
 
 #: Largest completion_timeout accepted (a 32-bit signed int, as nova's DB).
 MAX_TIMEOUT = 2 ** 31 - 1
+#: Longest request body accepted, in characters, and deepest nesting.
+MAX_BODY = 64 * 1024
+MAX_DEPTH = 8
 
 REQUEST_SCHEMA: dict[str, Any] = {
     'type': 'object',
@@ -36,8 +40,44 @@ FIELDS = tuple(sorted(REQUEST_SCHEMA['properties']))
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    from lmcaps import validation
+    text = validation.escape(repr(value))
     return text if len(text) <= 40 else text[:37] + '...'
+
+
+def parse_json(text: str, what: str = '--request') -> Any:
+    """Decode a JSON request body, refusing huge or deeply nested ones.
+
+    :raises: InvalidRequest (never RecursionError or a huge echo).
+    """
+    from lmcaps import validation
+    if len(text) > MAX_BODY:
+        raise exception.InvalidRequest(
+            reason=f'{what} is longer than {MAX_BODY} characters')
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:   # nesting, before the recursive decoder sees it
+        if in_string:
+            escaped = not escaped and char == '\\'
+            if char == '"' and not escaped:
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char in '[{':
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ']}':
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise exception.InvalidRequest(
+            reason=f'{what} is nested deeper than {MAX_DEPTH} levels')
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise exception.InvalidRequest(
+            reason=f'{what} is not valid JSON: '
+                   f'{validation.escape(str(exc)[:200])}') from exc
 
 
 def _describe(error: jsonschema.ValidationError,

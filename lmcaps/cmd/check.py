@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -63,11 +62,8 @@ def request_body(parsed_args: argparse.Namespace) -> dict:
                 reason='give either --request or --completion-timeout/'
                        '--timeout-action/--force-complete-mode, not '
                        'both')
-        try:
-            body = json.loads(parsed_args.request)
-        except ValueError as exc:
-            raise exception.InvalidRequest(
-                reason=f'--request is not valid JSON: {exc}') from exc
+        from lmcaps import request as lmcaps_request
+        body = lmcaps_request.parse_json(parsed_args.request)
     else:
         body = given
     return body
@@ -94,7 +90,7 @@ class Check(lister.Lister):
                             help='Instance UUID (the event is recorded '
                                  'under it).')
         add_request_arguments(parser)
-        parser.add_argument('--ram-mib', metavar='MIB', type=int, default=0,
+        parser.add_argument('--ram-mib', metavar='MIB', default='0',
                             help='Guest RAM in MiB, for the configured '
                                  'per-GiB timeout (at least 2 GiB counts).')
         parser.add_argument('--request-id', metavar='ID',
@@ -109,15 +105,21 @@ class Check(lister.Lister):
         from lmcaps import events_sql
         from lmcaps import precheck
         from lmcaps import request as lmcaps_request
+        from lmcaps import validation
         from lmcaps.drivers import base as drivers_base
 
         conf = self.app.conf
+        validation.instance_key(parsed_args.instance, '--instance')
+        request_id = validation.request_id(
+            parsed_args.request_id or f'req-{uuid.uuid4()}')
+        ram_mib = validation.bounded_int(parsed_args.ram_mib, '--ram-mib',
+                                         0, validation.RAM_MIB_MAX)
         values = lmcaps_request.validate(request_body(parsed_args))
         runner = checks.PreCheckRunner(conf)   # bad enabled_checks: fail now
         driver = cli_main.load_driver(conf, parsed_args.driver)
-        data_gib = drivers_base.data_gib(parsed_args.ram_mib * MIB)
-        store = events_sql.SQLEventStore.from_conf(conf)
-        request_id = parsed_args.request_id or f'req-{uuid.uuid4()}'
+        data_gib = drivers_base.data_gib(ram_mib * MIB)
+        store = lmcaps_events.InstanceKeyed(
+            events_sql.SQLEventStore.from_conf(conf), parsed_args.instance)
         self.refused: exception.MigrationPreCheckFailed | None = None
         try:
             verdicts = precheck.run(

@@ -53,9 +53,8 @@ class Conformance(lister.Lister):
     def run(self, parsed_args: argparse.Namespace) -> int:
         self._result: results.RunResult | None = None
         code = super().run(parsed_args)
-        if code == 0 and self._result is not None and \
-                not self._result.passed:
-            return 1
+        if code == 0 and (self._result is None or not self._result.passed):
+            return 1   # no verdict, or a failed one: never a pass
         return code
 
     def take_action(self, parsed_args: argparse.Namespace

@@ -20,7 +20,8 @@ class Events(lister.Lister):
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
         parser.add_argument('instance', metavar='INSTANCE',
-                            help='Instance UUID.')
+                            help='Instance UUID, or the name the events '
+                                 'were recorded with (a domain name).')
         parser.add_argument('--request-id', metavar='ID',
                             help='Only the events of this request.')
         parser.add_argument('--long', action='store_true',
@@ -30,10 +31,14 @@ class Events(lister.Lister):
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], Iterable[tuple]]:
         from lmcaps import events_sql  # SQLAlchemy only for this command
+        from lmcaps import validation
 
+        key = validation.instance_key(parsed_args.instance, 'INSTANCE')
+        if parsed_args.request_id:
+            validation.request_id(parsed_args.request_id)
         store = events_sql.SQLEventStore.from_conf(self.app.conf)
         try:
-            records = store.list_events(parsed_args.instance)
+            records = store.list_events(key)
         finally:
             store.close()
         if parsed_args.request_id:

@@ -26,11 +26,17 @@ from oslo_config import cfg
 import lmcaps
 from lmcaps import conf as lmcaps_conf
 from lmcaps import exception
+from lmcaps import masking
+from lmcaps import validation
 
 #: Errors that mean "your input is wrong": exit code 2.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
     cfg.Error, exception.InvalidRequest, exception.DriverNotFound,
-    exception.CheckNotFound, exception.BackendNotFound)
+    exception.CheckNotFound, exception.BackendNotFound,
+    exception.InvalidInput, exception.InvalidConfig)
+
+#: Longest error line printed, in characters (inputs are echoed shorter).
+ERROR_LINE_MAX = 1000
 
 # oslo.config's message names the source as LocationInfo(...); say the file.
 _VALUE_ERROR_RE = re.compile(
@@ -44,7 +50,11 @@ _CLIFF_ERRORS.propagate = False
 
 
 def one_line(exc: BaseException) -> str:
-    """The error as one line; unexpected errors name their type."""
+    """The error as one line; unexpected errors name their type.
+
+    Secrets are scrubbed, control characters escaped and the line cut at
+    ERROR_LINE_MAX characters.
+    """
     if isinstance(exc, exception.LmcapsException):
         text = exc.message
     elif isinstance(exc, cfg.Error):
@@ -52,7 +62,10 @@ def one_line(exc: BaseException) -> str:
     else:
         text = (f'{type(exc).__name__}: {exc} (run with --debug for the '
                 f'traceback)')
-    return ' '.join(text.split())
+    text = validation.escape(' '.join(masking.scrub(text).split()))
+    if len(text) > ERROR_LINE_MAX:
+        text = text[:ERROR_LINE_MAX] + '...'
+    return text
 
 
 def exit_code(exc: BaseException) -> int:
@@ -60,19 +73,46 @@ def exit_code(exc: BaseException) -> int:
 
 
 def load_conf(config_files: Sequence[str]) -> cfg.ConfigOpts:
-    """A private ConfigOpts with ``[lmcaps]`` registered and checked.
+    """A private ConfigOpts with lmcaps's options registered and checked.
+
+    Each file is first checked to be a small regular text file; then every
+    option of ``[lmcaps]`` and of each installed driver is read and the
+    whole is validated (:func:`lmcaps.conf.validate`); the secrets of every
+    secret option and URL are remembered for :func:`lmcaps.masking.scrub`.
 
     :param config_files: files to read; none means oslo.config's default
         search (``/etc/lmcaps/lmcaps.conf`` ...).
     :raises: oslo_config.cfg.Error for a missing or unparsable file or a
-        bad value of an ``[lmcaps]`` option.
+        bad value; InvalidConfig for a file that is not text or a
+        configuration that is inconsistent as a whole.
     """
+    files = list(config_files) or cfg.find_config_files(project='lmcaps')
+    for path in files:
+        lmcaps_conf.check_config_file(path)
     conf = cfg.ConfigOpts()
     lmcaps_conf.register_opts(conf)
     conf(args=[], project='lmcaps', version=lmcaps.__version__,
-         default_config_files=list(config_files) or None)
-    check_values(conf, lmcaps_conf.GROUP, lmcaps_conf.lmcaps_opts)
+         default_config_files=files)
+    groups = lmcaps_conf.known_groups(conf)
+    for group, opts in groups.items():
+        check_values(conf, group, opts)
+    remember_secrets(conf, groups)
+    lmcaps_conf.validate(conf, files, groups)
     return conf
+
+
+def remember_secrets(conf: cfg.ConfigOpts,
+                     groups: dict[str, list[cfg.Opt]]) -> None:
+    """Remember secret option values and the secrets in URL-like values."""
+    for group, opts in groups.items():
+        for opt in opts:
+            value = conf[group][opt.dest]
+            if not isinstance(value, str) or not value:
+                continue
+            if '://' in value or opt.secret:
+                masking.remember(value)
+            if opt.secret and '://' not in value:
+                masking.remember(value, url=False)
 
 
 def check_values(conf: cfg.ConfigOpts, group: str,
@@ -90,8 +130,9 @@ def check_values(conf: cfg.ConfigOpts, group: str,
             if not match:
                 raise
             raise cfg.ConfigFileValueError(
-                f'bad value for [{group}] {opt.dest} in {match["file"]}: '
-                f'{match["why"]}') from exc
+                f'bad value for [{group}] {opt.dest} in '
+                f'{validation.escape(match["file"][:200])}: '
+                f'{validation.escape(match["why"][:300])}') from exc
 
 
 def load_driver(conf: cfg.ConfigOpts, name: str | None) -> Any:
@@ -152,6 +193,8 @@ class LmcapsApp(app.App):
             file_handler.setFormatter(
                 logging.Formatter(self.LOG_FILE_MESSAGE_FORMAT))
             self._handlers.append(file_handler)
+        for h in self._handlers:
+            h.addFilter(masking.ScrubFilter())
         logger = logging.getLogger('lmcaps')
         self._saved_level = logger.level
         logger.setLevel(logging.DEBUG if self.options.log_file else level)
@@ -188,17 +231,60 @@ class LmcapsApp(app.App):
         logger.setLevel(self._saved_level)
 
 
+class ScrubbingStream:
+    """A text stream that scrubs remembered secrets from what is written."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(masking.scrub(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _remember_argument_secrets(argv: Sequence[str]) -> None:
+    """Secrets in URL arguments (``--dest qemu+ssh://u:pw@h/system``)."""
+    for arg in argv:
+        value = arg.partition('=')[2] if arg.startswith('--') else arg
+        if '://' in value:
+            masking.remember(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    Everything written to stdout and stderr (tables, errors, argparse
+    messages, ``--debug`` tracebacks) and to the log file goes through
+    :func:`lmcaps.masking.scrub`.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
+    _remember_argument_secrets(argv)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbingStream(sys.stdout), \
+        ScrubbingStream(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: list[str]) -> int:
     application = LmcapsApp()
     try:
         code = application.run(argv)
         if application.interactive_mode:
             code = 2
-    except SystemExit as exc:  # argparse: usage already printed
-        code = exc.code if isinstance(exc.code, int) else (
-            0 if exc.code is None else 2)
+    except SystemExit as exc:
+        if _from_argparse(exc):   # usage or --help, already printed
+            code = exc.code if isinstance(exc.code, int) else (
+                0 if exc.code is None else 2)
+        else:   # a plugin (driver, backend) exited: never a success
+            application.error = exception.LmcapsException(
+                f'the command was ended by SystemExit({exc.code!r}) from '
+                'a plugin; no result')
+            code = 1
     except Exception as exc:  # only with --debug does cliff re-raise
         application.error = exc
         code = 1
@@ -210,11 +296,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if err is not None:
         if getattr(application, 'options', None) is not None and \
                 application.options.debug:
-            traceback.print_exception(err, file=application.stderr)
+            application.stderr.write(masking.scrub(
+                ''.join(traceback.format_exception(err))))
         application.stderr.write(f'lmcaps: error: {one_line(err)}\n')
         application.stderr.flush()
         code = exit_code(err)
     return code
+
+
+def _from_argparse(exc: SystemExit) -> bool:
+    """Whether argparse or cliff's help raised it (usage or help printed)."""
+    from cliff import help as cliff_help
+    if isinstance(exc, cliff_help.HelpExit):
+        return True
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and os.path.basename(last) == 'argparse.py'
 
 
 def _silence_stdout() -> None:

@@ -30,14 +30,14 @@ MIB = 1024 ** 2
 
 
 def _positive_int(text: str) -> int:
+    from lmcaps import exception
+    from lmcaps import validation
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+        return validation.bounded_int(text, 'value', 1, 2 ** 31 - 1)
+    except exception.InvalidInput as exc:
         raise argparse.ArgumentTypeError(
-            f'{text!r} is not allowed; allowed: an integer >= 1')
-    return value
+            f'{exc.kwargs["value"]} is not allowed; allowed: an integer '
+            f'from 1 to {2 ** 31 - 1}') from exc
 
 
 class ProgressView:
@@ -154,7 +154,13 @@ class Migrate(show.ShowOne):
         from lmcaps import migrate as lmcaps_migrate
         from lmcaps.drivers import base
 
+        from lmcaps import events as lmcaps_events
+        from lmcaps import validation
+
         conf = self.app.conf
+        validation.name(parsed_args.instance, 'DOMAIN')
+        if parsed_args.request_id is not None:
+            validation.request_id(parsed_args.request_id)
         body = check_cmd.request_body(parsed_args)
         driver = cli_main.load_driver(conf, parsed_args.driver)
         options = {}
@@ -165,7 +171,8 @@ class Migrate(show.ShowOne):
             destination=base.Destination(parsed_args.dest, parsed_args.dest),
             block_migration=parsed_args.block_migration,
             bandwidth_mib=parsed_args.bandwidth, options=options)
-        store = events_sql.SQLEventStore.from_conf(conf)
+        store = lmcaps_events.InstanceKeyed(
+            events_sql.SQLEventStore.from_conf(conf), parsed_args.instance)
         view = ProgressView(sys.stderr)
         try:
             with signals_interrupt():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import re
+import sys
 import unittest
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, TextIO
 
 from lmcaps import exception
+from lmcaps import validation
 from lmcaps.conformance import fake
 from lmcaps.conformance import harness
 from lmcaps.conformance import results
@@ -18,6 +21,7 @@ from lmcaps.conformance import suite
 BACKENDS_NAMESPACE = 'lmcaps.conformance.backends'
 
 BackendFactory = harness.BackendFactory
+_DOTTED_RE = re.compile(r'^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$')
 
 
 def resolve_backend(driver: str, spec: str | None = None) -> BackendFactory:
@@ -29,17 +33,25 @@ def resolve_backend(driver: str, spec: str | None = None) -> BackendFactory:
     :raises: BackendNotFound.
     """
     if spec:
+        shown = validation.echo(spec)
         module, _sep, attr = spec.partition(':')
-        if not module or not attr:
+        if not _DOTTED_RE.match(module) or not _DOTTED_RE.match(attr):
             raise exception.BackendNotFound(
-                driver=driver, reason=f'{spec!r} is not module:Class')
+                driver=driver, reason=f'{shown} is not module:Class (an '
+                'absolute module path and a class name)')
         try:
             obj: Any = importlib.import_module(module)
             for part in attr.split('.'):
                 obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise exception.BackendNotFound(driver=driver,
-                                            reason=f'{spec}: {exc}')
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit at import included
+            raise exception.BackendNotFound(
+                driver=driver, reason=f'{shown}: {type(exc).__name__}: '
+                f'{validation.escape(str(exc)[:200])}') from exc
+        if not callable(obj):
+            raise exception.BackendNotFound(
+                driver=driver, reason=f'{shown} is not a class')
         return obj
     for ep in metadata.entry_points(group=BACKENDS_NAMESPACE):
         if ep.name == driver:
@@ -113,6 +125,24 @@ class _Collector(unittest.TestResult):
         self._add(test, 'failed', 'unexpected success')
 
 
+def _run_cases(cases: Sequence[unittest.TestCase],
+               collector: _Collector) -> None:
+    """Run each case; one that escapes the test runner is an error.
+
+    A backend or driver raising SystemExit, KeyboardInterrupt or another
+    BaseException (which testtools does not catch) fails that test instead
+    of ending the run without a verdict; KeyboardInterrupt also stops the
+    run, and the tests not run leave their operations without a pass.
+    """
+    for case in cases:
+        try:
+            case.run(collector)
+        except BaseException:  # noqa: B902 - a verdict whatever happens
+            collector.addError(case, sys.exc_info())
+            if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                break
+
+
 def run(driver: str, backend: BackendFactory | None = None, *,
         config_files: Sequence[str] = (), stream: TextIO | None = None,
         tests: Sequence[str] = ()) -> results.RunResult:
@@ -144,7 +174,7 @@ def run(driver: str, backend: BackendFactory | None = None, *,
     result = results.RunResult(driver=driver, backend=describe(factory),
                                tests=tuple(tests))
     collector = _Collector(result, stream)
-    unittest.TestSuite(cases).run(collector)
+    _run_cases(cases, collector)
     result.finish()
     result.tracebacks = collector.details
     return result

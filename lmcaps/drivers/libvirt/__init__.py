@@ -148,9 +148,12 @@ class LibvirtDriver(base.LiveMigrationDriver):
         try:
             return self._libvirt.open(uri)
         except self._libvirt.libvirtError as exc:
+            from lmcaps import masking
+            masking.remember(uri)
             raise exception.DriverError(
                 driver=self.name,
-                reason=f'cannot connect to {uri}: {exc}') from exc
+                reason=f'cannot connect to {masking.mask_url(uri)}: '
+                       f'{masking.scrub(str(exc))}') from exc
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,56 @@
+"""``lmcaps db upgrade`` / ``lmcaps db version``: the event database schema."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+
+from cliff import show
+
+
+class Upgrade(show.ShowOne):
+    """Upgrade the event database to the newest schema revision.
+
+    Safe to run on many hosts at once, and while lmcaps runs: the upgrade
+    takes a lock (PostgreSQL advisory lock; SQLite write lock).  lmcaps also
+    upgrades on first use, so this is for operators who upgrade explicitly.
+    """
+
+    def get_epilog(self) -> str:
+        return ''
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[Iterable[str], Iterable[str]]:
+        from lmcaps import events_sql
+
+        store = events_sql.SQLEventStore.from_conf(self.app.conf,
+                                                   upgrade=False)
+        try:
+            before, after = store.upgrade()
+        finally:
+            store.close()
+        return (('Database', 'From revision', 'To revision'),
+                (store.url, before or '(none)', after))
+
+
+class Version(show.ShowOne):
+    """Show the event database's schema revision and the newest one."""
+
+    def get_epilog(self) -> str:
+        return ''
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[Iterable[str], Iterable[str]]:
+        from lmcaps import db
+        from lmcaps import events_sql
+
+        store = events_sql.SQLEventStore.from_conf(self.app.conf,
+                                                   upgrade=False)
+        try:
+            with store._guard(), store.engine.connect() as conn:
+                current = db.read_revision(
+                    conn.execution_options(lmcaps_read_only=True))
+        finally:
+            store.close()
+        return (('Database', 'Revision', 'Newest revision'),
+                (store.url, current or '(none)', db.head()))

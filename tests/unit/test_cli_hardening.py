@@ -1,0 +1,203 @@
+"""Every malformed input is one line and exit 2; verdicts cannot be skipped."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+import ddt
+import fixtures
+
+from lmcaps import events_sql
+from lmcaps import validation
+from tests.unit import test_cli
+
+INSTANCE = test_cli.INSTANCE
+CHECK = ('check', '--driver', 'fake', '--instance', INSTANCE)
+LONG_NAME = 'web-frontend-production-eu-west-1-0042'
+
+
+@ddt.ddt
+class BadInputTest(test_cli.CLITestCase):
+
+    def assertClean(self, code: int, err: str, fragment: str,
+                    expected_code: int = 2) -> None:
+        self.assertEqual(expected_code, code, err)
+        lines = err.splitlines()
+        self.assertEqual(1, len(lines), err[:2000])
+        self.assertTrue(lines[0].startswith('lmcaps: error: '), lines[0])
+        self.assertIn(fragment, lines[0])
+        self.assertLess(len(lines[0]), 400, lines[0][:500])
+        self.assertTrue(lines[0].isprintable(), ascii(lines[0]))
+
+    @ddt.data(
+        ('deep', ('--request', '[' * 10000 + ']' * 10000), 'nested deeper'),
+        ('deep_obj', ('--request', '{"a": ' * 50 + '1' + '}' * 50),
+         'nested deeper'),
+        ('huge', ('--request', '"' + 'x' * (1 << 20) + '"'), 'longer than'),
+        ('ram_digits', ('--ram-mib', '9' * 400), '--ram-mib'),
+        ('ram_negative', ('--ram-mib', '-5'), 'from 0 to'),
+        ('ram_text', ('--ram-mib', 'lots'), 'from 0 to'),
+        ('reqid_long', ('--request-id', 'r' * 300), 'request id'),
+        ('reqid_bidi', ('--request-id', 'req\u202e-1'), 'request id'),
+        ('timeout_digits', ('--completion-timeout', '9' * 400),
+         'out of range'),
+        ('action_huge', ('--timeout-action', 'x\u202e\x00' * 100000),
+         'is not allowed'),
+    )
+    @ddt.unpack
+    def test_check_arguments(self, _label: str, args: tuple,
+                             fragment: str) -> None:
+        code, _out, err = self.lmcaps(*CHECK, *args)
+        self.assertClean(code, err, fragment)
+
+    @ddt.data(('empty', ''), ('padded', ' padded '), ('nul', 'nul\x00'),
+              ('bidi', 'bidi\u202e'), ('long', 'x' * 256))
+    @ddt.unpack
+    def test_invalid_instance_names(self, _label: str, name: str) -> None:
+        code, _out, err = self.lmcaps('check', '--driver', 'fake',
+                                      '--instance', name)
+        self.assertClean(code, err, 'Invalid --instance')
+        code, _out, err = self.lmcaps('events', name)
+        self.assertClean(code, err, 'Invalid INSTANCE')
+
+    def test_long_name_is_recorded_under_its_uuid_with_the_name(self) -> None:
+        code, _out, err = self.lmcaps('check', '--driver', 'fake',
+                                      '--instance', LONG_NAME,
+                                      '--request-id', 'req-long')
+        self.assertEqual(0, code, err)
+        rows = self.json_out('events', LONG_NAME)
+        self.assertEqual(1, len(rows), rows)
+        self.assertTrue(rows[0]['Details'].startswith(
+            f'instance: {LONG_NAME}'), rows[0])
+        store = events_sql.SQLEventStore(
+            f'sqlite:///{self.dir}/state/lmcaps-events.sqlite')
+        self.addCleanup(store.close)
+        [ev] = store.list_events(validation.instance_key(LONG_NAME))
+        self.assertEqual('req-long', ev.request_id)
+
+    def test_relative_backend(self) -> None:
+        code, _out, err = self.lmcaps('conformance', 'fake', '--backend',
+                                      '.relative:Backend', '--no-save')
+        self.assertClean(code, err, 'not module:Class')
+
+    def test_bad_bandwidth_is_refused_without_overflow(self) -> None:
+        code, _out, err = self.lmcaps('migrate', 'dom', '--dest', 'x://h',
+                                      '--driver', 'fake',
+                                      '--bandwidth', '9' * 400)
+        self.assertEqual(2, code, err)
+        self.assertIn('allowed: an integer from 1', err)
+        self.assertNotIn('9' * 100, err)
+
+
+@ddt.ddt
+class ConfigFileTest(test_cli.CLITestCase):
+
+    def run_with(self, path: str) -> tuple[int, str]:
+        code, _out, err = self.lmcaps_config(path, 'report')
+        return code, err
+
+    def lmcaps_config(self, path: str, *argv: str) -> tuple[int, str, str]:
+        self.config = path
+        return self.lmcaps(*argv)
+
+    def assertRefused(self, path: str, fragment: str) -> None:
+        code, err = self.run_with(path)
+        self.assertEqual(2, code, err)
+        self.assertEqual(1, len(err.splitlines()), err[:2000])
+        self.assertIn(fragment, err)
+
+    def test_directory(self) -> None:
+        self.assertRefused(self.dir, 'is a directory')
+
+    def test_device(self) -> None:
+        self.assertRefused('/dev/zero', 'not a regular file')
+
+    def test_binary_file(self) -> None:
+        path = os.path.join(self.dir, 'bin.conf')
+        with open(path, 'wb') as f:
+            f.write(b'[lmcaps]\n\x00\x01\x02' * 10)
+        self.assertRefused(path, 'not a text file')
+
+    def test_too_large(self) -> None:
+        path = os.path.join(self.dir, 'big.conf')
+        with open(path, 'w') as f:
+            f.write('# ' + 'x' * (2 << 20) + '\n')
+        self.assertRefused(path, 'larger than')
+
+    def write(self, text: str) -> str:
+        path = os.path.join(self.dir, 'c.conf')
+        with open(path, 'w') as f:
+            f.write(textwrap.dedent(text).format(state=self.dir))
+        return path
+
+    @ddt.data(
+        ('min_max', '[lmcaps]\nmin_completion_timeout = 600\n'
+         'max_completion_timeout = 60\n', 'is larger than'),
+        ('misspelt', '[lmcaps]\nmax_completion_timout = 60\n',
+         'unknown option [lmcaps] max_completion_timout'),
+        ('no_checks', '[lmcaps]\nenabled_checks =\n',
+         'enabled_checks is empty'),
+        ('nan', '[lmcaps]\nmonitor_poll_interval = nan\n', 'finite'),
+        ('inf', '[lmcaps]\ndriver_call_timeout = inf\n',
+         'driver_call_timeout'),
+        ('section', '[lmcaps_fakee]\nabort = complete\n',
+         'unknown section [lmcaps_fakee]'),
+        ('host', '[lmcaps]\nhost = ' + 'h' * 300 + '\n', '[lmcaps] host'),
+        ('option', '[lmcaps_fake]\nabrot = complete\n',
+         'did you mean abort?'),
+    )
+    @ddt.unpack
+    def test_whole_configuration_validated(self, _label: str, text: str,
+                                           fragment: str) -> None:
+        path = self.write('[DEFAULT]\n' + text +
+                          '\n[lmcaps]\nstate_path = {state}\n')
+        self.assertRefused(path, fragment)
+
+    def test_other_projects_sections_are_left_alone(self) -> None:
+        path = self.write('[nova]\nanything = 1\n[lmcaps]\n'
+                          'state_path = {state}\ndriver = fake\n')
+        code, err = self.run_with(path)
+        self.assertEqual(0, code, err)
+
+
+class VerdictTest(test_cli.CLITestCase):
+    """A backend that exits never yields a pass."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        pkg = self.useFixture(fixtures.TempDir()).path
+        with open(os.path.join(pkg, 'lmcaps_exit_backend.py'), 'w') as f:
+            f.write(textwrap.dedent('''
+                from lmcaps.conformance import fake
+
+                class ExitsOnStart(fake.FakeBackend):
+                    def start(self, *args, **kwargs):
+                        raise SystemExit(0)
+
+                class ExitsAtSetUp(fake.FakeBackend):
+                    def _setUp(self):
+                        raise SystemExit(0)
+
+                class Interrupted(fake.FakeBackend):
+                    def _setUp(self):
+                        raise KeyboardInterrupt()
+
+                def exits_when_made(*args, **kwargs):
+                    raise SystemExit(0)
+                exits_when_made.faults = frozenset()
+            '''))
+        self.useFixture(fixtures.MonkeyPatch('sys.path', [pkg] + sys.path))
+        self.addCleanup(sys.modules.pop, 'lmcaps_exit_backend', None)
+
+    def test_backend_that_exits_fails(self) -> None:
+        for name in ('ExitsOnStart', 'ExitsAtSetUp', 'Interrupted',
+                     'exits_when_made'):
+            code, out, err = self.lmcaps(
+                'conformance', 'fake', '--backend',
+                f'lmcaps_exit_backend:{name}', '--no-save', '-f', 'value',
+                '-c', 'Verdict')
+            self.assertEqual(1, code, (name, err))
+            self.assertIn('failed', out.split(), (name, out))
+            self.assertNotIn('verified', out.split(), (name, out))
