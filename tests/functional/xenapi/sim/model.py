@@ -85,14 +85,16 @@ class Profile:
 
     def __init__(self, duration: float = 2.0, cancellable_until: float = 0.95,
                  cancel_delay: float = 0.1, queued: float = 0.0,
-                 stuck_at: float = 0.9, ignore_cancel: bool = False) -> None:
+                 stuck_at: float = 0.9,
+                 complete_on_cancel: float | None = None) -> None:
         self.duration = duration
         self.cancellable_until = cancellable_until
         self.cancel_delay = cancel_delay
         self.queued = queued
         self.stuck_at = stuck_at
-        #: completes although a cancel was accepted (the race).
-        self.ignore_cancel = ignore_cancel
+        #: seconds after an accepted cancel in which the migration completes
+        #: anyway (the race task.cancel's doc warns of); None: no race.
+        self.complete_on_cancel = complete_on_cancel
 
 
 class Task:
@@ -110,7 +112,9 @@ class Task:
         self.model = model
         self.failure: list[str] | None = None
         duration = math.inf if profile.duration <= 0 else profile.duration
-        delay = (10 ** 9 if profile.ignore_cancel else profile.cancel_delay)
+        self.complete_on_cancel = profile.complete_on_cancel
+        delay = (10 ** 9 if profile.complete_on_cancel is not None
+                 else profile.cancel_delay)
         self.engine = taskmodel.MigrationTask(
             self.ref, duration=duration, queued=profile.queued,
             cancel_delay=delay, cancellable_until=profile.cancellable_until,
@@ -339,6 +343,11 @@ class Model:
                             f'task already {exc.state.value}') from exc
         except taskmodel.TaskNotCancellable:
             pass   # xapi ignores a cancel it cannot honour
+        else:
+            race = task.complete_on_cancel
+            if race is not None:
+                left = max(1e-3, 1.0 - task.engine.progress)
+                task.engine.set_duration(max(1e-3, race) / left)
         with self.lock:
             self.changed.notify_all()
 

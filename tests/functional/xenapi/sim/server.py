@@ -170,6 +170,11 @@ class Control:
         self.m.task(task).engine.set_duration(float(duration))
         return True
 
+    def close_cancel_window(self, task: str) -> bool:
+        """The final copy begins: 'cancel' leaves allowed_operations."""
+        self.m.task(task).engine.cancellable_until = 0.0
+        return True
+
     def set_power_state(self, vm: str, state: str) -> bool:
         with self.m.lock:
             self.m.vm(vm)['power_state'] = state
