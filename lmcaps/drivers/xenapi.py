@@ -467,9 +467,10 @@ class XenAPIDriver(base.LiveMigrationDriver):
                 driver=self.name, operation='abort', migration=ref,
                 reason=reason)
         try:
-            allowed, status = self._call('task.get_allowed_operations',
-                                         lambda x: (
-                x.task.get_allowed_operations(ref), x.task.get_status(ref)))
+            allowed, status = self._call(
+                'task.get_allowed_operations',
+                lambda x: (x.task.get_allowed_operations(ref),
+                           x.task.get_status(ref)))
             if 'cancel' not in allowed:
                 if status == 'success':
                     raise refused('already completed')
