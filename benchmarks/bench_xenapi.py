@@ -92,7 +92,7 @@ def polling(sim: sim_fixture.XapiSim, watched: int, rounds: int,
             batched: bool) -> dict:
     poll = 0.2
     driver = _driver(sim, poll)
-    driver._events_ok = batched
+    driver.feed.batched = batched
     migrations = []
     for i in range(watched):
         name = f'poll-{int(batched)}-{i}'

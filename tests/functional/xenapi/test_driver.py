@@ -43,7 +43,7 @@ class XenAPIDriverTest(harness.Harness):
         self.assertEqual(events.SUCCESS, fired.result)
 
     def _session_ref(self):
-        return self.subject._session.handle
+        return self.subject.session.handle
 
     def test_completion_before_deadline_untouched(self):
         mon = self.monitor()

@@ -27,21 +27,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import ssl
-import threading
-import time
-import xmlrpc.client
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from oslo_config import cfg
 
 from lmcaps import capabilities as caps
 from lmcaps import exception
 from lmcaps.drivers import base
+from lmcaps.drivers.xenapi import session as session_mod
+from lmcaps.drivers.xenapi import taskfeed
 
 LOG = logging.getLogger(__name__)
-T = TypeVar('T')
 NULL = 'OpaqueRef:NULL'
 
 OPTS = [
@@ -84,15 +80,9 @@ class XenAPIDriver(base.LiveMigrationDriver):
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
-        self._session: Any = None
-        self._xenapi: Any = None
-        self._lock = threading.RLock()
-        self._records: dict[str, dict[str, Any] | None] = {}
-        self._token = ''
-        self._events_at = -1e9
-        self._events_ok = True
-        self.logins = 0
-        self.round_trips = 0
+        self._xapi: session_mod.XapiSession | None = None
+        self._feed: taskfeed.TaskFeed | None = None
+        self._remotes: dict[str, session_mod.XapiSession] = {}
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -123,86 +113,42 @@ class XenAPIDriver(base.LiveMigrationDriver):
 
     # -- session ------------------------------------------------------------
 
-    def connect(self) -> None:
-        with self._lock:
-            if self._session is None:
-                self._login()
-
-    def _login(self) -> None:
-        import XenAPI  # lazily: declaring must not import the client
-        self._xenapi = XenAPI
+    def _session_for(self, url: str) -> session_mod.XapiSession:
         opts = self.options
-        transport = None
-        if opts.url.startswith('https'):
-            if opts.insecure:
-                context = ssl._create_unverified_context()
-            else:
-                context = ssl.create_default_context(cafile=opts.ca_file)
-            transport = xmlrpc.client.SafeTransport(context=context)
-        session = XenAPI.Session(opts.url, transport=transport)
-        try:
-            session.login_with_password(opts.username, opts.password, '2.0',
-                                        'lmcaps')
-        except XenAPI.Failure as exc:
-            code = exc.details[0] if exc.details else '?'
-            if code == 'SESSION_AUTHENTICATION_FAILED':
-                raise exception.DriverError(
-                    driver=self.name, reason=f'xapi at {opts.url} refused the '
-                    f'login of user {opts.username!r} '
-                    f'(SESSION_AUTHENTICATION_FAILED)') from None
-            raise exception.DriverError(
-                driver=self.name, reason=f'login to xapi at {opts.url} '
-                f'failed: {code}') from None
-        except ssl.SSLError as exc:
-            raise exception.DriverError(
-                driver=self.name, reason=f'TLS verification of {opts.url} '
-                f'failed ({exc.reason}); set [{self.group}] ca_file') from None
-        except (OSError, xmlrpc.client.Error) as exc:
-            raise exception.DriverError(
-                driver=self.name, reason=f'cannot reach xapi at {opts.url}: '
-                f'{type(exc).__name__}: {exc}') from None
-        self._session = session
-        self.logins += 1
+        return session_mod.XapiSession(
+            self.name, self.group, url, opts.username, opts.password,
+            ca_file=opts.ca_file, insecure=opts.insecure)
+
+    @property
+    def session(self) -> session_mod.XapiSession:
+        """The pool master's session (built from the options on first use)."""
+        if self._xapi is None:
+            self._xapi = self._session_for(self.options.url)
+        return self._xapi
+
+    @property
+    def feed(self) -> taskfeed.TaskFeed:
+        """The batched task records (one event.from per poll interval)."""
+        if self._feed is None:
+            self._feed = taskfeed.TaskFeed(
+                self.session, lambda: self.options.task_poll_interval)
+        return self._feed
+
+    def connect(self) -> None:
+        self.session.connect()
 
     def close(self) -> None:
-        with self._lock:
-            session, self._session = self._session, None
-        if session is not None:
-            try:
-                session.xenapi.session.logout()
-            except Exception:  # closing: the session may be gone already
-                pass
+        if self._xapi is not None:
+            self._xapi.close()
+        for remote in self._remotes.values():
+            remote.close()
 
-    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(session.xenapi)``; log in again once if the SDK gave up.
+    @property
+    def _fail(self) -> type[Exception]:
+        return self.session.Failure
 
-        :raises: the SDK's ``XenAPI.Failure`` for xapi errors other than
-            SESSION_INVALID; DriverError if xapi cannot be reached.
-        """
-        with self._lock:
-            self.connect()
-            for attempt in (1, 2):
-                try:
-                    self.round_trips += 1
-                    return fn(self._session.xenapi)
-                except self._xenapi.Failure as exc:
-                    if exc.details[:1] != ['SESSION_INVALID'] or attempt == 2:
-                        raise
-                except xmlrpc.client.Fault as exc:
-                    # The SDK's own "Tried 3 times to get a valid session".
-                    if attempt == 2:
-                        raise exception.DriverError(
-                            driver=self.name, reason=f'{what}: {exc.faultString}'
-                        ) from None
-                except (OSError, xmlrpc.client.Error) as exc:
-                    raise exception.DriverError(
-                        driver=self.name, reason=f'{what}: cannot reach xapi: '
-                        f'{type(exc).__name__}: {exc}') from None
-                LOG.info('xapi session invalid during %s; logging in again',
-                         what)
-                self._session = None
-                self._login()
-        raise AssertionError('unreachable')
+    def _call(self, what: str, fn: Any) -> Any:
+        return self.session.call(what, fn)
 
     def _code(self, exc: BaseException) -> str:
         details = getattr(exc, 'details', None) or ['']
@@ -222,7 +168,7 @@ class XenAPIDriver(base.LiveMigrationDriver):
                 return instance
             try:
                 return x.VM.get_by_uuid(instance)
-            except self._xenapi.Failure:
+            except self._fail:
                 refs = x.VM.get_by_name_label(instance)
                 if len(refs) != 1:
                     raise exception.DriverError(
@@ -231,7 +177,7 @@ class XenAPIDriver(base.LiveMigrationDriver):
                 return refs[0]
         try:
             return self._call('find VM', find)
-        except self._xenapi.Failure as exc:
+        except self._fail as exc:
             raise self._error(f'VM {instance}', exc) from None
 
     def _host(self, x: Any, dest: base.Destination) -> str:
@@ -278,24 +224,18 @@ class XenAPIDriver(base.LiveMigrationDriver):
                 network = dest.data.get('network') or x.network.get_all()[0]
                 token = x.host.migrate_receive(host, network, {})
                 return {'host_ref': host, 'migrate_receive': token}
-            data = remote._call('Host.migrate_receive', receive)
-        except self._xenapi.Failure as exc:
+            data = remote.call('Host.migrate_receive', receive)
+        except self._fail as exc:
             raise self._error('Host.migrate_receive', exc) from None
         return dataclasses.replace(dest, data=dict(dest.data, **data))
 
-    def _remote(self, url: str) -> XenAPIDriver:
-        """A driver logged in to another pool's master (same account)."""
+    def _remote(self, url: str) -> session_mod.XapiSession:
+        """A session on another pool's master (same account)."""
         if url.rstrip('/') == self.options.url.rstrip('/'):
-            return self
-        conf = cfg.ConfigOpts()
-        other = XenAPIDriver(conf)
-        conf([], project='lmcaps', default_config_files=[])
-        for opt in OPTS:
-            conf.set_override(opt.name, getattr(self.options, opt.name),
-                              group=other.group)
-        conf.set_override('url', url, group=other.group)
-        other.connect()
-        return other
+            return self.session
+        if url not in self._remotes:
+            self._remotes[url] = self._session_for(url)
+        return self._remotes[url]
 
     def _start(self, spec: base.MigrationSpec) -> base.Migration:
         vm = self._vm(spec.instance)
@@ -315,7 +255,7 @@ class XenAPIDriver(base.LiveMigrationDriver):
                                   x.Async.VM.pool_migrate(
                                       vm, dest.data['host_ref'],
                                       {'live': 'true'}))
-        except self._xenapi.Failure as exc:
+        except self._fail as exc:
             raise self._error('start', exc) from None
         state = _State(vm, source, dest.data['host_ref'], cross,
                        dest.address if cross else '')
@@ -327,7 +267,7 @@ class XenAPIDriver(base.LiveMigrationDriver):
         try:
             self._call('task.get_record',
                        lambda x: x.task.get_record(ref.reference))
-        except self._xenapi.Failure as exc:
+        except self._fail as exc:
             if self._code(exc) == 'HANDLE_INVALID':
                 raise exception.MigrationGone(self.name, ref.reference,
                                               'HANDLE_INVALID') from None
@@ -344,45 +284,8 @@ class XenAPIDriver(base.LiveMigrationDriver):
 
     # -- observing ----------------------------------------------------------
 
-    def _refresh(self) -> None:
-        """One event.from for every task (under the lock)."""
-        try:
-            batch = self._call('event.from', lambda x: getattr(
-                x.event, 'from')(['task'], self._token, 0.0))
-        except self._xenapi.Failure as exc:
-            LOG.info('event.from refused (%s); reading tasks one by one',
-                     self._code(exc))
-            self._events_ok = False
-            return
-        self._token = batch['token']
-        for event in batch['events']:
-            if event['operation'] == 'del':
-                self._records[event['ref']] = None
-            else:
-                self._records[event['ref']] = event['snapshot']
-        self._events_at = time.monotonic()
-
-    def task_record(self, ref: str) -> dict[str, Any] | None:
-        """The task's record, from the batched event feed; None if gone."""
-        with self._lock:
-            if self._events_ok and (
-                    ref not in self._records or time.monotonic() -
-                    self._events_at >= self.options.task_poll_interval):
-                self._refresh()
-            if self._events_ok and ref in self._records:
-                return self._records[ref]
-            try:
-                rec = self._call('task.get_record',
-                                 lambda x: x.task.get_record(ref))
-            except self._xenapi.Failure as exc:
-                if self._code(exc) != 'HANDLE_INVALID':
-                    raise self._error('task.get_record', exc) from None
-                rec = None
-            self._records[ref] = rec
-            return rec
-
     def _progress(self, migration: base.Migration) -> base.Progress:
-        rec = self.task_record(migration.reference)
+        rec = self.feed.record(migration.reference)
         if rec is None:
             return self._vanished(migration)
         status = rec['status']
@@ -421,7 +324,7 @@ class XenAPIDriver(base.LiveMigrationDriver):
         try:
             resident, power = self._call('VM.get_resident_on', lambda x: (
                 x.VM.get_resident_on(st.vm), x.VM.get_power_state(st.vm)))
-        except self._xenapi.Failure as exc:
+        except self._fail as exc:
             if self._code(exc) != 'HANDLE_INVALID':
                 raise self._error('locate', exc) from None
             return self._locate_cross_pool(migration)
@@ -442,7 +345,7 @@ class XenAPIDriver(base.LiveMigrationDriver):
     def _locate_cross_pool(self, migration: base.Migration
                            ) -> base.GuestLocation:
         st: _State = migration.backend
-        rec = self.task_record(migration.reference) or {}
+        rec = self.feed.record(migration.reference) or {}
         new_vm = str(rec.get('result') or '').replace('<value>', '').replace(
             '</value>', '').strip()
         if not (st.cross_pool and new_vm.startswith('OpaqueRef:')):
@@ -451,9 +354,9 @@ class XenAPIDriver(base.LiveMigrationDriver):
                                       'the VM no longer exists')
         remote = self._remote(st.dest_url)
         try:
-            resident, power = remote._call('VM.get_resident_on', lambda x: (
+            resident, power = remote.call('VM.get_resident_on', lambda x: (
                 x.VM.get_resident_on(new_vm), x.VM.get_power_state(new_vm)))
-        except self._xenapi.Failure as exc:
+        except self._fail as exc:
             raise self._error('locate in the destination pool', exc) from None
         return self._where(resident, power, st)
 
@@ -479,7 +382,7 @@ class XenAPIDriver(base.LiveMigrationDriver):
                 raise refused("xapi no longer lists 'cancel' for the task "
                               '(the final copy has begun)')
             self._call('task.cancel', lambda x: x.task.cancel(ref))
-        except self._xenapi.Failure as exc:
+        except self._fail as exc:
             code = self._code(exc)
             if code == 'OPERATION_NOT_ALLOWED':
                 raise refused('already completed') from None
@@ -487,5 +390,4 @@ class XenAPIDriver(base.LiveMigrationDriver):
                 raise refused('the task no longer exists') from None
             raise self._error('task.cancel', exc) from None
         finally:
-            with self._lock:
-                self._events_at = -1e9
+            self.feed.invalidate()
