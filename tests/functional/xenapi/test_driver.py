@@ -136,6 +136,21 @@ class XenAPIDriverTest(harness.Harness):
             migration.reference, 'OpaqueRef:00000000-dead'))
         self.assertRaises(exception.MigrationGone, other.reattach, gone)
 
+    def test_task_vanished_location_decides(self):
+        migration = self.start(CONVERGING, settle=False)
+        session = self.subject.session.handle
+        raw = self.env.sim.control
+        deadline = time.monotonic() + 10
+        while raw.task.get_status(session, migration.reference)[
+                'Value'] != 'success':
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        self.assertEqual('Success', raw.task.destroy(
+            session, migration.reference)['Status'])
+        progress = self.subject.get_progress(migration)
+        self.assertIs(base.Phase.COMPLETED, progress.phase)
+        self.assertEqual('task gone', progress.raw_state)
+
     def test_abort_refused_once_final_copy_began(self):
         migration = self.start(STUCK)
         self.control().close_cancel_window(migration.reference)

@@ -100,6 +100,24 @@ class SimTest(testtools.TestCase):
         exc = self.assertRaises(XenAPI.Failure, self.x.task.cancel, task)
         self.assertEqual('OPERATION_NOT_ALLOWED', exc.details[0])
 
+    # The synchronous VM.pool_migrate returns void once migrated.
+    def test_pool_migrate_sync(self):
+        vm = self.sim.add_vm('vm1', duration=0.2)
+        self.assertEqual('', self.x.VM.pool_migrate(vm, self.sim.dst_host,
+                                                    {'live': 'true'}))
+        self.assertEqual(self.sim.dst_host, self.x.VM.get_resident_on(vm))
+
+    # task.destroy: refused while pending, then the ref is HANDLE_INVALID.
+    def test_task_destroy(self):
+        vm = self.sim.add_vm('vm1', duration=0.2)
+        task = self.x.Async.VM.pool_migrate(vm, self.sim.dst_host, {})
+        exc = self.assertRaises(XenAPI.Failure, self.x.task.destroy, task)
+        self.assertEqual('OPERATION_NOT_ALLOWED', exc.details[0])
+        self.wait_status(task, 'success')
+        self.x.task.destroy(task)
+        exc = self.assertRaises(XenAPI.Failure, self.x.task.get_record, task)
+        self.assertEqual(['HANDLE_INVALID', 'task', task], exc.details)
+
     # task.cancel; TaskHelper.failed: status cancelled, error_info
     # [TASK_CANCELLED, task], progress 1, allowed_operations [].
     def test_cancel_life_cycle(self):

@@ -25,6 +25,7 @@ import signal
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from xmlrpc import server as xmlrpc_server
@@ -69,7 +70,7 @@ class Api:
             'VM.get_uuid': (1, lambda s, r: m.vm(r)['uuid']),
             'VM.get_memory_static_max': (1, lambda s, r:
                                          m.vm(r)['memory_static_max']),
-            'VM.pool_migrate': (3, self._sync_unsupported),
+            'VM.pool_migrate': (3, self._pool_migrate_sync),
             'Async.VM.pool_migrate': (3, lambda s, v, h, o:
                                       m.pool_migrate(s, v, h, o)),
             'Async.VM.migrate_send': (6, lambda s, v, d, live, vdi, vif, o:
@@ -95,9 +96,17 @@ class Api:
                 return ref
         raise XapiError('UUID_INVALID', 'VM', vm_uuid)
 
-    def _sync_unsupported(self, *args: Any) -> str:
-        raise XapiError('MESSAGE_METHOD_UNKNOWN', 'VM.pool_migrate (the '
-                        'simulator serves the Async form only)')
+    def _pool_migrate_sync(self, session: str, vm: str, host: str,
+                           options: dict[str, str]) -> str:
+        """The synchronous form: returns when the task ended (void)."""
+        ref = self.m.pool_migrate(session, vm, host, options)
+        while True:
+            rec = self.m.task(ref).record()
+            if rec['status'] == 'success':
+                return ''
+            if rec['status'] in ('failure', 'cancelled'):
+                raise XapiError(*rec['error_info'])
+            time.sleep(0.02)
 
     def _task_destroy(self, session: str, ref: str) -> str:
         task = self.m.task(ref)
