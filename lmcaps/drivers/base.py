@@ -162,6 +162,16 @@ class LiveMigrationDriver(abc.ABC):
         """
         return 2.0
 
+    def instance_uuid(self, spec: MigrationSpec) -> str:
+        """The UUID events are recorded under for ``spec.instance``.
+
+        A driver whose guests have UUIDs returns the backend's (libvirt's
+        domain UUID for a name); the default is ``spec.instance`` itself.
+
+        :raises: DriverError if the guest is not found.
+        """
+        return spec.instance
+
     def prepare_destination(self, spec: MigrationSpec) -> Destination:
         """Ask the destination for what the start needs; before the start.
 

@@ -214,6 +214,11 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 reason=f'domain {spec.instance}: {exc}') from exc
         return dom, size
 
+    def instance_uuid(self, spec: base.MigrationSpec) -> str:
+        """The domain's UUID, whatever name or UUID the operator typed."""
+        dom, _size = self._domain(spec)
+        return str(dom.UUIDString())
+
     def guest_data_gib(self, spec: base.MigrationSpec) -> float:
         return self._domain(spec)[1]
 
