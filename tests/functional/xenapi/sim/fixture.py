@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -26,10 +27,23 @@ class XapiSim(fixtures.Fixture):
     (``remote_host``).
     """
 
-    def __init__(self, username: str = 'root') -> None:
+    def __init__(self, username: str = 'root', tls: bool = False) -> None:
         super().__init__()
         self.username = username
         self.password = secrets.token_hex(8)
+        self.tls = tls
+        #: with tls: the self-signed certificate (PEM) to verify against.
+        self.ca_file = ''
+
+    def _make_cert(self, tmp: str) -> str:
+        pem = os.path.join(tmp, 'sim.pem')
+        subprocess.run(
+            ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+             '-days', '1', '-subj', '/CN=127.0.0.1', '-addext',
+             'subjectAltName=IP:127.0.0.1', '-keyout', pem, '-out', pem],
+            check=True, capture_output=True, timeout=60)
+        self.ca_file = pem
+        return pem
 
     def _setUp(self) -> None:
         tmp = self.useFixture(fixtures.TempDir()).path
@@ -39,9 +53,12 @@ class XapiSim(fixtures.Fixture):
                    PYTHONPATH=str(ROOT))
         log = open(os.path.join(tmp, 'sim.log'), 'wb')
         self.addCleanup(log.close)
+        argv = [sys.executable, '-m', 'tests.functional.xenapi.sim.server',
+                '--port-file', port_file]
+        if self.tls:
+            argv += ['--cert', self._make_cert(tmp)]
         self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'tests.functional.xenapi.sim.server',
-             '--port-file', port_file], cwd=str(ROOT), env=env,
+            argv, cwd=str(ROOT), env=env,
             stdout=log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
         self.addCleanup(self._stop)
@@ -52,8 +69,12 @@ class XapiSim(fixtures.Fixture):
                                    Path(log.name).read_text()[-2000:])
             time.sleep(0.02)
         port = int(Path(port_file).read_text())
-        self.url = f'http://127.0.0.1:{port}/'
-        self.control = xmlrpc.client.ServerProxy(self.url, allow_none=True)
+        scheme = 'https' if self.tls else 'http'
+        self.url = f'{scheme}://127.0.0.1:{port}/'
+        context = (ssl.create_default_context(cafile=self.ca_file)
+                   if self.tls else None)
+        self.control = xmlrpc.client.ServerProxy(self.url, allow_none=True,
+                                                 context=context)
         self.src_host = self.control.sim.add_host('src', 'pool0')
         self.dst_host = self.control.sim.add_host('dst', 'pool0')
         self.remote_host = self.control.sim.add_host('remote', 'pool1')

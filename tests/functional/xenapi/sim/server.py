@@ -23,6 +23,7 @@ import argparse
 import os
 import signal
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -232,9 +233,14 @@ def make_server(username: str, password: str, port: int = 0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--port-file', required=True)
+    parser.add_argument('--cert', help='PEM certificate + key: serve HTTPS')
     args = parser.parse_args(argv)
     srv, _model = make_server(os.environ.get('XAPISIM_USERNAME', 'root'),
                               os.environ.get('XAPISIM_PASSWORD', ''))
+    if args.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert)
+        srv.socket = context.wrap_socket(srv.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
         target=srv.shutdown).start())
     tmp = args.port_file + '.tmp'
