@@ -359,53 +359,8 @@ class Model:
 
     # -- events -------------------------------------------------------------
 
-    def _collect(self) -> None:
-        """Turn changes of task records into 'mod'/'add'/'del' events."""
-        self.advance()
-        with self.lock:
-            now = time.time()
-            for ref, task in list(self.tasks.items()):
-                rec = task.record()
-                key = (rec['status'], tuple(rec['allowed_operations']),
-                       round(rec['progress'], 2),
-                       tuple(rec['current_operations'].values()))
-                old = self._seen.get(ref)
-                if old == key:
-                    continue
-                self._seen[ref] = key
-                self._event_id += 1
-                self.events.append({
-                    'id': str(self._event_id), 'timestamp': str(now),
-                    'class': 'task', 'operation': 'add' if old is None
-                    else 'mod', 'ref': ref, 'obj_uuid': rec['uuid'],
-                    'snapshot': rec})
-            for ref in [r for r in self._seen if r not in self.tasks]:
-                del self._seen[ref]
-                self._event_id += 1
-                self.events.append({
-                    'id': str(self._event_id), 'timestamp': str(now),
-                    'class': 'task', 'operation': 'del', 'ref': ref,
-                    'obj_uuid': '', 'snapshot': {}})
-            del self.events[:-10000]
-
     def event_from(self, classes: list[str], token: str,
                    timeout: float) -> dict[str, Any]:
-        """Events of the ``task`` class (or ``task/<ref>``) after ``token``."""
-        for cls in classes:
-            if cls.split('/', 1)[0] != 'task':
-                raise XapiError('INVALID_VALUE', 'classes', cls)
-        wanted = {c.split('/', 1)[1] for c in classes if '/' in c}
-        try:
-            after = int(token) if token else 0
-        except ValueError:
-            raise XapiError('INVALID_VALUE', 'token', token) from None
-        deadline = time.monotonic() + max(0.0, float(timeout))
-        while True:
-            self._collect()
-            with self.lock:
-                found = [e for e in self.events if int(e['id']) > after and
-                         (not wanted or e['ref'] in wanted)]
-                if found or time.monotonic() >= deadline:
-                    return {'events': found, 'token': str(self._event_id),
-                            'valid_ref_counts': {'task': len(self.tasks)}}
-                self.changed.wait(min(0.05, deadline - time.monotonic()))
+        """``event.from``; see :mod:`tests.functional.xenapi.sim.events`."""
+        from tests.functional.xenapi.sim import events
+        return events.event_from(self, classes, token, timeout)
