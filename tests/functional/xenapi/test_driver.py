@@ -151,6 +151,25 @@ class XenAPIDriverTest(harness.Harness):
         self.assertIs(base.Phase.COMPLETED, progress.phase)
         self.assertEqual('task gone', progress.raw_state)
 
+    def test_one_record_per_task_without_event_feed(self):
+        self.subject.feed.batched = False
+        migration = self.start(STUCK)
+        self.control().reset_calls()
+        self.subject.abort(migration)
+        progress = self.subject.wait(migration, timeout=10, interval=0.05)
+        self.assertIs(base.Phase.CANCELLED, progress.phase)
+        calls = self.control().calls()
+        self.assertNotIn('event.from', calls)
+        self.assertGreater(calls.get('task.get_record', 0), 0)
+
+    def test_event_feed_one_call_for_many(self):
+        migrations = [self.start(STUCK) for _ in range(5)]
+        time.sleep(self.conf.lmcaps_xenapi.task_poll_interval)
+        self.control().reset_calls()
+        for m in migrations:
+            self.subject.get_progress(m)
+        self.assertEqual({'event.from': 1}, self.control().calls())
+
     def test_abort_refused_once_final_copy_began(self):
         migration = self.start(STUCK)
         self.control().close_cancel_window(migration.reference)
