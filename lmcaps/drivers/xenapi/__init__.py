@@ -111,6 +111,21 @@ class XenAPIDriver(base.LiveMigrationDriver):
                     'Carried out by the lmcaps monitor with task.cancel.'),
             })
 
+    def _refine(self, declaration: caps.Declaration) -> caps.Declaration:
+        """Facts from the pool master: its name and XenAPI version."""
+        def facts(x: Any) -> dict[str, str]:
+            pool = x.pool.get_all()[0]
+            master = x.pool.get_master(pool)
+            return {'pool_master': x.host.get_name_label(master),
+                    'xenapi_version': '%s.%s' % (
+                        x.host.get_API_version_major(master),
+                        x.host.get_API_version_minor(master))}
+        try:
+            found = self._call('pool master', facts)
+        except (exception.DriverError, self._fail) as exc:
+            found = {'xenapi_version': f'unknown ({exc})'}
+        return declaration.refine(self.options.url, found)
+
     # -- session ------------------------------------------------------------
 
     def _session_for(self, url: str) -> session_mod.XapiSession:

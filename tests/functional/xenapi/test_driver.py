@@ -151,6 +151,12 @@ class XenAPIDriverTest(harness.Harness):
         self.assertIs(base.Phase.COMPLETED, progress.phase)
         self.assertEqual('task gone', progress.raw_state)
 
+    def test_host_declaration_facts(self):
+        decl = self.subject.host_declaration()
+        self.assertEqual({'pool_master': 'src', 'xenapi_version': '2.21'},
+                         dict(decl.facts))
+        self.assertEqual(self.env.sim.url, decl.host)
+
     def test_one_record_per_task_without_event_feed(self):
         self.subject.feed.batched = False
         migration = self.start(STUCK)

@@ -52,6 +52,11 @@ class Api:
             'session.logout': (0, lambda s: m.logout(s) or ''),
             'session.get_this_host': (0, lambda s: next(iter(m.hosts))),
             'pool.get_all': (0, lambda s: ['OpaqueRef:pool0']),
+            'pool.get_master': (1, lambda s, p: next(iter(m.hosts))),
+            'host.get_API_version_major': (1, lambda s, r:
+                                           m._host(r) and '2'),
+            'host.get_API_version_minor': (1, lambda s, r:
+                                           m._host(r) and '21'),
             'host.get_all': (0, lambda s: list(m.hosts)),
             'host.get_by_name_label': (1, lambda s, n: [
                 r for r, h in m.hosts.items() if h['name_label'] == n]),
