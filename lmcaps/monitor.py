@@ -36,6 +36,7 @@ from lmcaps import latch as latch_mod
 from lmcaps import policy as lmcaps_policy
 from lmcaps import registry
 from lmcaps.drivers import base
+from lmcaps.drivers import calls
 from lmcaps.watch import Outcome  # noqa: F401 (part of this API)
 from lmcaps.watch import State
 from lmcaps.watch import Watch
@@ -54,6 +55,9 @@ MAX_TICK = 0.02
 RECHECK = 0.001
 #: Fewest migrations a poll batch carries before using another worker.
 MIN_BATCH = 8
+#: Age in seconds up to which the last reading is acted on without a
+#: fresh one (so that a slow get_progress does not delay the action).
+STALE_READING = 5.0
 #: Seconds between two effect readings in the action lane.
 EFFECT_POLL = 0.02
 
@@ -123,6 +127,8 @@ class TimeoutMonitor:
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._stopped = False
+        #: the action lane: a thread per due action, reused when idle
+        self._actions = calls.DaemonPool('lmcaps-action')
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts,
@@ -354,8 +360,7 @@ class TimeoutMonitor:
                                 if self._heap else None)
                         self._cond.wait(wait)
                 for st in actions:     # their own lane: never queued
-                    threading.Thread(target=self._act, args=(st,),
-                                     name='lmcaps-action', daemon=True).start()
+                    self._actions.submit(lambda st=st: self._act(st))
                 self._dispatch_polls(polls)
             except Exception:  # never let the scheduler die
                 LOG.exception('Timeout monitor scheduler error')
@@ -488,7 +493,13 @@ class TimeoutMonitor:
         action = latch.due()
         if action is None or self._stopped:
             return
-        progress = self._read(st)          # act on a fresh reading only
+        # The last reading, if any: a slow get_progress must not make the
+        # action late.  Post-copy once seen is latched (never acted in), and
+        # the drivers refuse an abort or pause in post-copy themselves.
+        fresh = (st.read_at is not None and
+                 self._clock() - st.read_at <= max(2 * self.poll_interval,
+                                                   STALE_READING))
+        progress = st.progress if fresh else self._read(st)
         if progress is None:
             latch.postpone(max(self.backoff, self.poll_interval))
             return

@@ -139,9 +139,10 @@ def resolve(conf: cfg.ConfigOpts, data_gib: float,
     action = TimeoutAction(pick('timeout_action', group.timeout_action))
     from lmcaps import exception
     from lmcaps import request as lmcaps_request
-    if float(timeout) > lmcaps_request.MAX_TIMEOUT:  # type: ignore[arg-type]
+    seconds = float(timeout)  # type: ignore[arg-type]
+    if seconds > lmcaps_request.MAX_TIMEOUT:
         raise exception.InvalidRequest(
-            reason=f'completion_timeout {float(timeout):g} s (from '  # type: ignore[arg-type]
+            reason=f'completion_timeout {seconds:g} s (from '
                    f'{sources["completion_timeout"]}) is out of range; '
                    f'allowed: 0 to {lmcaps_request.MAX_TIMEOUT}')
     asked = ModeChoice(pick('force_complete_mode', group.force_complete_mode))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import queue
 import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,9 +18,65 @@ from lmcaps.drivers.model import Phase, Progress
 T = TypeVar('T')
 
 
+class DaemonPool:
+    """Daemon threads that run calls, reused when idle, added when not.
+
+    A hung call keeps its thread; the others are reused, so a burst of
+    calls (2,000 deadlines at once) does not start 2,000 threads, and a
+    process whose backend hangs still exits (the threads are daemons,
+    unlike ``concurrent.futures``' workers).
+
+    :param idle_timeout: seconds an idle thread waits for work, then ends.
+    """
+
+    def __init__(self, name: str, idle_timeout: float = 30.0) -> None:
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any],
+                                             Future[Any]]] = \
+            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._count = itertools.count(1)
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._queue.put((call, future))
+        if spawn:
+            threading.Thread(target=self._work, daemon=True,
+                             name=f'{self.name}-{next(self._count)}').start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                call, future = self._queue.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0 and self._queue.empty():
+                        self._idle -= 1
+                        return
+                continue
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # handed to the caller
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+
+#: Runs every bounded driver call.
+CALLS = DaemonPool('lmcaps-call')
+
+
 def bounded(call: Callable[[], T], timeout: float, what: str,
             driver: str) -> T:
-    """Run ``call`` in a daemon thread and wait at most ``timeout`` seconds.
+    """Run ``call`` on a pool thread and wait at most ``timeout`` seconds.
 
     A call that does not return in time is abandoned (its thread goes on
     and its result is dropped), so a hung backend never holds the caller.
@@ -26,25 +86,12 @@ def bounded(call: Callable[[], T], timeout: float, what: str,
     """
     if not timeout or math.isinf(timeout):
         return call()
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def runner() -> None:
-        try:
-            box['value'] = call()
-        except BaseException as exc:  # handed to the caller
-            box['error'] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=runner, name=f'lmcaps-call-{what}',
-                     daemon=True).start()
-    if not done.wait(timeout):
-        raise exception.DriverCallTimeout(driver=driver, call=what,
-                                          timeout=f'{timeout:g}')
-    if 'error' in box:
-        raise box['error']
-    return box['value']
+    future = CALLS.submit(call)
+    try:
+        return future.result(timeout)
+    except FutureTimeout:
+        raise exception.DriverCallTimeout(
+            driver=driver, call=what, timeout=f'{timeout:g}') from None
 
 
 class BlockingCall:

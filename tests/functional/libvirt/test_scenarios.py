@@ -28,6 +28,7 @@ from lmcaps import exception
 from lmcaps import migrate
 from lmcaps import monitor
 from lmcaps import policy
+from lmcaps import registry
 from lmcaps.drivers import base
 from lmcaps.drivers import fake
 from tests.functional.libvirt import pair as pair_mod
@@ -72,8 +73,27 @@ class _Base(testtools.TestCase):
                            self.store, on_progress=seen,
                            progress_interval=0.2)
 
+    def uuid(self, name):
+        """Events are recorded under the domain's UUID."""
+        for side in ('src', 'dst'):
+            try:
+                dom = self.pair._lookup(side, name)
+            except libvirt.libvirtError:    # that daemon was killed
+                continue
+            if dom is not None:
+                return dom.UUIDString()
+        return name     # watched under its name by the test itself
+
     def events_named(self, name, event):
-        return [e for e in self.store.list_events(name) if e.event == event]
+        return [e for e in self.store.list_events(self.uuid(name))
+                if e.event == event]
+
+    def when_sending(self, migration):
+        """Wait until QEMU sends data: control calls are refused before."""
+        deadline = time.monotonic() + 30
+        while not (self.driver.get_progress(migration).data_total or 0):
+            self.assertLess(time.monotonic(), deadline, 'never started')
+            time.sleep(0.05)
 
 
 class TimeoutActionTest(_Base):
@@ -257,12 +277,15 @@ class CommandLineTest(_Base):
                           summary['guest_on']))
         self.assertIn(f'{name}: aborted', proc.stderr.splitlines()[-1])
         self.assertEqual('src', self.pair.where(name))
-        proc = self.lmcaps(conf_file, 'events', name, '-f', 'json')
+        self.assertEqual(self.uuid(name), summary['instance_uuid'])
+        proc = self.lmcaps(conf_file, 'events', summary['instance_uuid'],
+                           '-f', 'json')
         self.assertEqual(0, proc.returncode, proc.stderr)
         names = [e['Event'] for e in json.loads(proc.stdout)]
         self.assertEqual(1, names.count(events.PRECHECK))
         self.assertEqual(1, names.count(events.TIMEOUT_ACTION))
         self.assertEqual(1, names.count(events.OUTCOME))
+        self.assertEqual(1, names.count(registry.WATCH))
 
     def test_migrate_bad_request_is_one_line(self):
         name = self.guest()
@@ -288,6 +311,7 @@ class PostCopyRefusalTest(_Base):
         migration = self.driver.start_migration(dataclasses.replace(
             pair_mod.spec(self.pair, name),
             prepare_for=base.PREPARE_POSTCOPY))
+        self.when_sending(migration)
         self.driver.force_complete(migration,
                                    caps.ForceCompleteMode.POSTCOPY)
         deadline = time.monotonic() + 30
@@ -313,6 +337,7 @@ class PostCopyRefusalTest(_Base):
         name = self.guest()
         migration = self.driver.start_migration(pair_mod.spec(self.pair,
                                                               name))
+        self.when_sending(migration)
         err = self.assertRaises(exception.OperationRefused,
                                 self.driver.force_complete, migration,
                                 caps.ForceCompleteMode.POSTCOPY)
