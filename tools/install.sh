@@ -8,7 +8,7 @@ with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
 apt_pkgs="libvirt-dev pkg-config gcc"
-[ "$with_tests" = 1 ] && apt_pkgs="$apt_pkgs libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 binutils util-linux postgresql"
+[ "$with_tests" = 1 ] && apt_pkgs="$apt_pkgs libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 binutils util-linux postgresql openssl golang-go golang-github-vmware-govmomi-dev"
 missing=""
 for p in $apt_pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
@@ -25,8 +25,8 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip setuptools wheel
-extras="libvirt,postgresql"
-[ "$with_tests" = 1 ] && extras="libvirt,postgresql,test"
+extras="libvirt,postgresql,xenapi,vmware,hyperv"
+[ "$with_tests" = 1 ] && extras="$extras,test"
 .venv/bin/pip install -q -e ".[$extras]"
 
 if [ "$with_tests" = 1 ]; then
