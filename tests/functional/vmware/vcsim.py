@@ -104,10 +104,12 @@ class Vcsim(fixtures.Fixture):
     """
 
     def __init__(self, relocate_time: float = 5.0,
-                 cancelable: bool = True) -> None:
+                 cancelable: bool = True, machines: int = 4) -> None:
         super().__init__()
         self.relocate_time = relocate_time
         self.cancelable = cancelable
+        self.machines = machines
+        self._turn = 0
 
     def _setUp(self) -> None:
         self.binary, self.build_seconds = build()
@@ -121,7 +123,7 @@ class Vcsim(fixtures.Fixture):
         self.proc = subprocess.Popen(
             [str(self.binary), '-l', '127.0.0.1:0', '-url-file',
              str(url_file), '-username', USERNAME, '-password', PASSWORD,
-             '-relocate-time', f'{self.relocate_time}s',
+             '-vm', str(self.machines), '-relocate-time', f'{self.relocate_time}s',
              f'-cancelable={str(self.cancelable).lower()}'],
             stdout=self.log, stderr=subprocess.STDOUT,
             env=dict(os.environ, TMPDIR=self.tmp), start_new_session=True)
@@ -192,19 +194,16 @@ class Vcsim(fixtures.Fixture):
         self._post('/lmcaps-sim/fail', {'task': task})
 
     def pick(self) -> tuple[str, str, str]:
-        """A VM in the cluster, its host and another host of the cluster
-        (morefs), each VM picked once per vcsim."""
-        used = getattr(self, '_used', set())
-        self._used = used
+        """A VM of the cluster, its host and another host of the cluster
+        (morefs); VMs are taken in turn."""
         inv = self.inventory()
         cluster = [h for h in inv['hosts'] if '_C0_' in h['name']]
-        for vm in sorted(inv['vms'], key=lambda v: v['name']):
-            if vm['ref'] in used or '_C0_' not in vm['name']:
-                continue
-            used.add(vm['ref'])
-            dest = next(h['ref'] for h in cluster if h['ref'] != vm['host'])
-            return vm['ref'], vm['host'], dest
-        raise RuntimeError('vcsim has no unused VM left')
+        vms = sorted((v for v in inv['vms'] if '_C0_' in v['name']),
+                     key=lambda v: v['name'])
+        vm = vms[self._turn % len(vms)]
+        self._turn += 1
+        dest = next(h['ref'] for h in cluster if h['ref'] != vm['host'])
+        return vm['ref'], vm['host'], dest
 
     def configure(self, conf: Any, group: str = 'lmcaps_vmware') -> None:
         """Point the vmware driver's options at this vcsim."""
