@@ -8,7 +8,7 @@ package main
 //	POST /lmcaps-sim/fail {"task": "task-70"}   the running relocation fails now
 //	GET  /lmcaps-sim/vm?ref=vm-61               {"host", "host_name", "power_state"} from the model
 //	GET  /lmcaps-sim/task?ref=task-70           {"state", "progress", "cancelled", "cancelable", "cancel_calls"}
-//	GET  /lmcaps-sim/inventory                  VMs and hosts: ref, name, host / pool, datastore
+//	GET  /lmcaps-sim/inventory                  VMs, hosts (ref, name, host / pool, datastore), relocate task refs
 
 import (
 	"encoding/json"
@@ -142,6 +142,12 @@ func (x *extension) serveControl(mux *http.ServeMux) {
 			}
 			hosts = append(hosts, it)
 		}
-		reply(w, http.StatusOK, map[string]interface{}{"vms": vms, "hosts": hosts})
+		x.mu.Lock()
+		tasks := []string{}
+		for ref := range x.tasks {
+			tasks = append(tasks, ref)
+		}
+		x.mu.Unlock()
+		reply(w, http.StatusOK, map[string]interface{}{"vms": vms, "hosts": hosts, "relocate_tasks": tasks})
 	})
 }

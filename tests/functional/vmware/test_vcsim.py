@@ -10,8 +10,10 @@ traversal (vim_util.get_objects) terminates and finds every object.
 
 from __future__ import annotations
 
+import logging
 import time
 
+import fixtures
 import testtools
 
 from tests import backend as test_backend
@@ -24,6 +26,7 @@ class VcsimTestCase(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
+        self.useFixture(fixtures.FakeLogger(level=logging.INFO))
         ok, reason = vcsim.available()
         test_backend.require(self, ok, f'vcsim: {reason}')
         self.sim = self.useFixture(vcsim.Vcsim(relocate_time=1.0,

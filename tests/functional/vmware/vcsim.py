@@ -193,6 +193,27 @@ class Vcsim(fixtures.Fixture):
     def fail(self, task: str) -> None:
         self._post('/lmcaps-sim/fail', {'task': task})
 
+    def terminate_sessions(self) -> int:
+        """End every other client's session with SessionManager
+        .TerminateSession, from a session of our own; returns how many."""
+        from oslo_vmware import api
+        from oslo_vmware import vim_util
+        own = api.VMwareAPISession(self.host, USERNAME, PASSWORD, 0, 0.1,
+                                   scheme='http', port=self.port,
+                                   wsdl_loc=self.wsdl, insecure=False)
+        try:
+            manager = own.vim.service_content.sessionManager
+            listed = own.invoke_api(vim_util, 'get_object_property', own.vim,
+                                    manager, 'sessionList')
+            keys = [s.key for s in getattr(listed, 'UserSession', [])
+                    if s.key != own._session_id]
+            if keys:
+                own.invoke_api(own.vim, 'TerminateSession', manager,
+                               sessionId=keys)
+            return len(keys)
+        finally:
+            own.logout()
+
     def pick(self) -> tuple[str, str, str]:
         """A VM of the cluster, its host and another host of the cluster
         (morefs); VMs are taken in turn."""
