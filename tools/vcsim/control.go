@@ -6,6 +6,8 @@ package main
 //	                             "cancel_delay": 0, "complete_on_cancel": false}
 //	     parameters of that VM's next RelocateVM_Task (seconds; duration 0 = never ends)
 //	POST /lmcaps-sim/fail {"task": "task-70"}   the running relocation fails now
+//	POST /lmcaps-sim/cancelable {"task": "task-70", "cancelable": false}
+//	     the running relocation's TaskInfo.cancelable from now on
 //	GET  /lmcaps-sim/vm?ref=vm-61               {"host", "host_name", "power_state"} from the model
 //	GET  /lmcaps-sim/task?ref=task-70           {"state", "progress", "cancelled", "cancelable", "cancel_calls"}
 //	GET  /lmcaps-sim/inventory                  VMs, hosts (ref, name, host / pool, datastore), relocate task refs
@@ -73,6 +75,25 @@ func (x *extension) serveControl(mux *http.ServeMux) {
 		simulator.Map.WithLock(t, func() {
 			if t.failWith == nil {
 				t.failWith = &types.MigrationFault{}
+			}
+		})
+		reply(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+	mux.HandleFunc("/lmcaps-sim/cancelable", func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Task       string `json:"task"`
+			Cancelable bool   `json:"cancelable"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		t := x.task(in.Task)
+		if t == nil {
+			reply(w, http.StatusNotFound, map[string]string{"error": "no such relocate task"})
+			return
+		}
+		simulator.Map.WithLock(t, func() {
+			if !t.finished {
+				t.p.Cancelable = in.Cancelable
+				simulator.Map.Update(t, []types.PropertyChange{{Name: "info.cancelable", Val: in.Cancelable}})
 			}
 		})
 		reply(w, http.StatusOK, map[string]bool{"ok": true})

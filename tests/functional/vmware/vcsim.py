@@ -190,6 +190,10 @@ class Vcsim(fixtures.Fixture):
             body['cancelable'] = cancelable
         self._post('/lmcaps-sim/relocation', body)
 
+    def set_cancelable(self, task: str, cancelable: bool) -> None:
+        self._post('/lmcaps-sim/cancelable', {'task': task,
+                                              'cancelable': cancelable})
+
     def fail(self, task: str) -> None:
         self._post('/lmcaps-sim/fail', {'task': task})
 
