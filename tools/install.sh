@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install lmcaps into ./.venv, with the Debian packages its libvirt driver needs.
+# Install lmcaps into ./.venv, with the Debian packages its libvirt driver needs
+# (with --test also Go and govmomi's sources, to build vcsim for the vmware tests).
 #   tools/install.sh          library, CLI and the libvirt driver
 #   tools/install.sh --test   also the test tools and the nova venv (.venv-nova)
 set -euo pipefail
@@ -8,7 +9,7 @@ with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
 apt_pkgs="libvirt-dev pkg-config gcc"
-[ "$with_tests" = 1 ] && apt_pkgs="$apt_pkgs libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 binutils util-linux"
+[ "$with_tests" = 1 ] && apt_pkgs="$apt_pkgs libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 binutils util-linux golang-go golang-github-vmware-govmomi-dev openssl"
 missing=""
 for p in $apt_pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
@@ -25,8 +26,8 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip setuptools wheel
-extras="libvirt"
-[ "$with_tests" = 1 ] && extras="libvirt,test"
+extras="libvirt,vmware"
+[ "$with_tests" = 1 ] && extras="libvirt,vmware,test"
 .venv/bin/pip install -q -e ".[$extras]"
 
 if [ "$with_tests" = 1 ]; then
