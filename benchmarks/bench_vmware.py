@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -117,7 +117,6 @@ class Connection:
     def __init__(self, driver: str, options: Any) -> None:
         try:
             from oslo_vmware import exceptions as vexc
-            from oslo_vmware import vim as vim_mod
             from oslo_vmware import vim_util
         except ImportError as exc:
             raise exception.DriverLoadFailed(
@@ -136,10 +135,6 @@ class Connection:
                    insecure=bool(options.insecure))
         wsdl = options.wsdl_location or None
         try:
-            # One plain call first: oslo.vmware would retry a connection
-            # error of the login forever.
-            vim_mod.Vim(protocol=options.host_scheme, host=host, port=port,
-                        wsdl_url=wsdl, **tls).retrieve_service_content()
             cls = _bounded_session_class()
             cls.login_retries = options.api_retry_count
             self.session = cls(

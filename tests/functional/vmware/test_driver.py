@@ -240,6 +240,17 @@ class TestLogin(testtools.TestCase):
         self.assertNotIn('Wrong-Pass-77', text)
         self.assertIsNone(exc.__cause__)
 
+    def test_unreachable_vcenter_is_reported_not_retried_forever(self):
+        conf = make_conf(self.sim)
+        conf.set_override('api_retry_count', 1, group='lmcaps_vmware')
+        self.sim.stop()
+        driver = drivers.load('vmware', conf)
+        began = time.monotonic()
+        exc = self.assertRaises(exception.DriverError, driver.connect)
+        self.assertLess(time.monotonic() - began, 10)
+        self.assertIn('vCenter unreachable', str(exc))
+        self.assertEqual(1, len(str(exc).splitlines()))
+
     def test_tls_verified_by_default(self):
         proxy = self.useFixture(tls.TLSProxy((self.sim.host, self.sim.port)))
         conf = make_conf(self.sim)
