@@ -151,17 +151,41 @@ class VMwareDriverTest(test_base.ConfTestCase):
         self.assertIn('cancelable = false', str(exc))
         self.assertEqual([], conn.calls)
 
-    @ddt.data('success', 'error')
-    def test_abort_of_an_ended_task_sends_nothing(self, state):
-        conn = _Conn(_info(state))
+    def test_abort_of_a_completed_task_sends_nothing(self):
+        conn = _Conn(_info('success'))
         self.driver(conn)._abort(self.migration())
         self.assertEqual([], conn.calls)
 
+    def test_abort_of_a_failed_task_is_refused(self):
+        conn = _Conn(_info('error', fault=Text))
+        exc = self.assertRaises(exception.OperationRefused,
+                                self.driver(conn)._abort, self.migration())
+        self.assertIn('already ended (error)', str(exc))
+        self.assertEqual([], conn.calls)
+
     def test_cancel_racing_completion_is_not_an_error(self):
-        conn = _Conn(_info('running'), cancel_error=_Fault('InvalidState'))
-        migration = self.migration()
-        self.driver(conn)._abort(migration)
+        conn = _Conn(_info('running'))
+        driver = self.driver(conn)
+
+        def cancel(method, ref, **kw):
+            conn.calls.append(method)
+            conn.info = _info('success')
+            raise _Fault('InvalidState')
+        conn.call = cancel
+        driver._abort(self.migration())
         self.assertEqual(['CancelTask'], conn.calls)
+
+    def test_cancel_racing_a_failure_is_refused(self):
+        conn = _Conn(_info('running'))
+        driver = self.driver(conn)
+
+        def cancel(method, ref, **kw):
+            conn.calls.append(method)
+            conn.info = _info('error', fault=Text)
+            raise _Fault('InvalidState')
+        conn.call = cancel
+        self.assertRaises(exception.OperationRefused, driver._abort,
+                          self.migration())
 
     def test_cancel_not_supported_is_refused(self):
         conn = _Conn(_info('running'), cancel_error=_Fault('NotSupported'))

@@ -204,13 +204,9 @@ class VMwareDriver(base.LiveMigrationDriver):
                               backend={'cancel_sent': False}, extra=extra)
 
     def _reattach(self, ref: base.MigrationRef) -> base.Migration:
-        task = self.conn.moref(ref.reference, 'Task')
-        try:
-            info = self._guard('read task', lambda: self.conn.prop(
-                task, 'info'))
-        except Exception as exc:
-            raise exception.MigrationGone(self.name, ref.reference,
-                                          vsession.first_line(exc)) from None
+        probe = base.Migration(spec=ref.spec, data_gib=ref.data_gib,
+                               reference=ref.reference)
+        info = self._task_info(probe)     # MigrationGone if vCenter has none
         entity = getattr(getattr(info, 'entity', None), 'value', None)
         if ref.extra.get('vm') and entity and entity != ref.extra['vm']:
             raise exception.MigrationGone(
@@ -285,8 +281,7 @@ class VMwareDriver(base.LiveMigrationDriver):
             return  # vSphere: several cancels are one; send it once
         info = self._task_info(migration)
         if str(info.state) in ('success', 'error'):
-            LOG.info('vmware: %s already ended (%s); nothing to cancel',
-                     migration.reference, info.state)
+            self._ended_before_cancel(migration, info)
             return
         if not getattr(info, 'cancelable', False):
             raise exception.OperationRefused(
@@ -300,8 +295,9 @@ class VMwareDriver(base.LiveMigrationDriver):
         except Exception as exc:
             faults = vsession.fault_names(exc)
             if vsession.INVALID_STATE in faults:
-                LOG.info('vmware: %s ended before CancelTask (InvalidState)',
-                         migration.reference)
+                # Raced the end of the task: completed, or failed by itself.
+                self._ended_before_cancel(migration,
+                                          self._task_info(migration))
                 return
             if vsession.NOT_SUPPORTED in faults:
                 raise exception.OperationRefused(
@@ -311,3 +307,21 @@ class VMwareDriver(base.LiveMigrationDriver):
                            'cancelable)') from None
             raise self.conn.error('CancelTask', exc) from None
         migration.backend['cancel_sent'] = True
+
+    def _ended_before_cancel(self, migration: base.Migration,
+                             info: Any) -> None:
+        """A task that ended before our cancel: completed is no error (the
+        outcome says completed); a failure is not ours to call cancelled.
+
+        :raises: OperationRefused when the task ended other than success.
+        """
+        state = str(info.state)
+        if state == 'success':
+            LOG.info('vmware: %s already completed; nothing to cancel',
+                     migration.reference)
+            return
+        raise exception.OperationRefused(
+            driver=self.name, operation='abort',
+            migration=migration.reference,
+            reason=f'the relocation already ended ({state}) before the '
+                   f'cancel')

@@ -150,7 +150,8 @@ class TimeoutTest(_Base):
         time.sleep(0.3)
         self.sim.kill()
         deadline = time.monotonic() + 15
-        while not self.events_named(vm, events.TIMEOUT_ACTION):
+        while not [e for e in self.events_named(vm, events.TIMEOUT_ACTION)
+                   if e.result is not None]:      # recorded and finished
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.1)
         [blind] = self.events_named(vm, events.TIMEOUT_ACTION)
