@@ -425,12 +425,12 @@ class TimeoutMonitor:
                    'action_error': st.action_error, 'timeout': st.skipped,
                    'resumed_source': (('yes' if resumed else 'no')
                                       if st.paused else None), **notes}
-        details = {k: v for k, v in details.items() if v is not None}
+        kept = {k: str(v) for k, v in details.items() if v is not None}
         ok = (phase is base.Phase.COMPLETED and
               'resume_error' not in notes)
         self._record(st, events.OUTCOME,
                      events.SUCCESS if ok else events.ERROR,
-                     events.details_text(details), None)
+                     events.details_text(kept), None)
         message = '; '.join(str(v) for v in (
             progress.message if phase is not base.Phase.COMPLETED else None,
             notes.get('recovered'), notes.get('recover_error'),

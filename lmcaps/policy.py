@@ -122,7 +122,8 @@ def resolve(conf: cfg.ConfigOpts, data_gib: float,
     action = TimeoutAction(pick('timeout_action', group.timeout_action))
     asked = ModeChoice(pick('force_complete_mode', group.force_complete_mode))
     policy = EffectivePolicy(
-        completion_timeout=float(timeout) if timeout else None,
+        completion_timeout=(float(timeout)  # type: ignore[arg-type]
+                            if timeout else None),
         timeout_action=action,
         force_complete_mode=asked,
         permit_post_copy=(group.permit_post_copy if permit_post_copy is None

@@ -209,12 +209,12 @@ class DeadlineTest(MonitorTestCase):
         self.assertEqual(0, driver.count('abort') + driver.count('pause'))
         driver.phase = P.COMPLETED
         self.at(40)
-        self.assertEqual(monitor.Outcome(
+        expected = monitor.Outcome(
             phase=P.COMPLETED, action='postcopy', action_error=None,
             deadline=START + 10, fired_at=START + 10.5, resumed_source=False,
             location=base.GuestLocation(base.GuestHost.DESTINATION,
-                                        base.RunState.RUNNING, 'scripted')),
-            watch.wait(0))
+                                        base.RunState.RUNNING, 'scripted'))
+        self.assertEqual(expected, watch.wait(0))
         self.assertEqual(events.SUCCESS,
                          self.events(events.OUTCOME)[0].result)
 

@@ -1,0 +1,125 @@
+"""Driver calls that cannot hold their caller: bounded and blocking calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lmcaps import exception
+from lmcaps.drivers.model import Phase, Progress
+
+T = TypeVar('T')
+
+
+def bounded(call: Callable[[], T], timeout: float, what: str,
+            driver: str) -> T:
+    """Run ``call`` in a daemon thread and wait at most ``timeout`` seconds.
+
+    A call that does not return in time is abandoned (its thread goes on
+    and its result is dropped), so a hung backend never holds the caller.
+
+    :raises: DriverCallTimeout when the time ran out; whatever ``call``
+        raised otherwise.
+    """
+    if not timeout or math.isinf(timeout):
+        return call()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def runner() -> None:
+        try:
+            box['value'] = call()
+        except BaseException as exc:  # handed to the caller
+            box['error'] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=runner, name=f'lmcaps-call-{what}',
+                     daemon=True).start()
+    if not done.wait(timeout):
+        raise exception.DriverCallTimeout(driver=driver, call=what,
+                                          timeout=f'{timeout:g}')
+    if 'error' in box:
+        raise box['error']
+    return box['value']
+
+
+class BlockingCall:
+    """Runs a backend's blocking migrate call; its result is the verdict.
+
+    For backends whose migrate call returns only when the migration has
+    ended (libvirt's ``migrateToURI3``, pypowervm's ``migrate_lpar``).  The
+    call runs in a daemon thread; :meth:`verdict` is None while it runs,
+    then the exception it raised (None inside a finished ``Verdict`` means
+    success).
+
+    :param call: the blocking call.
+    :param classify: turns the exception the call raised into a terminal
+        Phase (CANCELLED for the backend's "aborted" error, else FAILED).
+    :param name: the thread's name.
+    :param on_end: called in the thread after the call returned or raised.
+    """
+
+    @dataclasses.dataclass(frozen=True)
+    class Verdict:
+        phase: Phase
+        error: BaseException | None = None
+
+        @property
+        def message(self) -> str:
+            return '' if self.error is None else str(self.error) or type(
+                self.error).__name__
+
+    def __init__(self, call: Callable[[], object],
+                 classify: Callable[[BaseException], Phase] = lambda _e:
+                 Phase.FAILED, *, name: str = 'lmcaps-migrate',
+                 on_end: Callable[[], None] | None = None) -> None:
+        self._call = call
+        self._classify = classify
+        self._on_end = on_end
+        self.finished = threading.Event()
+        self._verdict: BlockingCall.Verdict | None = None
+        self.thread = threading.Thread(target=self._run, name=name,
+                                       daemon=True)
+
+    def start(self) -> BlockingCall:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        verdict = BlockingCall.Verdict(Phase.COMPLETED)
+        try:
+            self._call()
+        except BaseException as exc:  # never lose the thread's outcome
+            try:
+                phase = self._classify(exc)
+            except Exception:
+                phase = Phase.FAILED
+            verdict = BlockingCall.Verdict(phase, exc)
+        finally:
+            self._verdict = verdict
+            self.finished.set()
+            if self._on_end is not None:
+                try:
+                    self._on_end()
+                except Exception:
+                    pass
+
+    def verdict(self, wait: float = 0.0) -> BlockingCall.Verdict | None:
+        """The verdict, waiting up to ``wait`` seconds; None while running."""
+        if wait > 0:
+            self.finished.wait(wait)
+        return self._verdict if self.finished.is_set() else None
+
+    def progress(self) -> Progress | None:
+        """The terminal Progress of a finished call, None while it runs."""
+        verdict = self.verdict()
+        if verdict is None:
+            return None
+        return Progress(verdict.phase, fraction=(
+            1.0 if verdict.phase is Phase.COMPLETED else None),
+            raw_state='returned' if verdict.error is None else 'raised',
+            message=verdict.message)
