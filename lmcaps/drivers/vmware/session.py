@@ -84,12 +84,14 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _bounded_session_class() -> type:
+def _bounded_session_class(login_retries: int) -> Any:
     from oslo_vmware import api
     from oslo_vmware import exceptions as vexc
 
+    retries = login_retries
+
     class BoundedSession(api.VMwareAPISession):
-        login_retries = 0
+        login_retries = retries
 
         def _create_session(self) -> None:
             inner = api.VMwareAPISession._create_session.__wrapped__
@@ -135,8 +137,7 @@ class Connection:
                    insecure=bool(options.insecure))
         wsdl = options.wsdl_location or None
         try:
-            cls = _bounded_session_class()
-            cls.login_retries = options.api_retry_count
+            cls = _bounded_session_class(options.api_retry_count)
             self.session = cls(
                 host, options.host_username, self._password,
                 options.api_retry_count, options.task_poll_interval,
