@@ -60,6 +60,10 @@ def build() -> tuple[Path, float]:
     """The vcsim binary (built if needed) and the seconds the build took."""
     out = _cache()
     binary = out / 'vcsim'
+    if out.parent.is_dir():
+        for stale in out.parent.glob('vcsim-*'):   # builds of older sources
+            if stale != out:
+                shutil.rmtree(stale, ignore_errors=True)
     if binary.exists():
         return binary, 0.0
     out.mkdir(parents=True, exist_ok=True)
