@@ -1,0 +1,197 @@
+"""The simulator's HTTP side: one WinRM listener per simulated host.
+
+WinRM listens on ``POST /wsman`` (HTTP 5985 / HTTPS 5986) and takes SOAP
+1.2 envelopes with ``Content-Type: application/soap+xml;charset=UTF-8``
+([MS-WSMV] 2.1, transport).  A request without valid credentials gets
+HTTP 401 with a ``WWW-Authenticate`` challenge naming the schemes the
+listener accepts; this one accepts Basic (``realm="WSMAN"``), which
+Windows allows only when ``AllowUnencrypted``/Basic are enabled on the
+service, as for a test peer on the loopback.
+
+``POST /lmcaps-sim/<operation>`` (JSON in, JSON out) controls the model for
+tests: it is not WinRM and needs no credentials.
+
+Run ``python -m tests.functional.hyperv.sim.server --port-file F`` (from
+the repository root); the listeners bind 127.0.0.1 on free ports, written
+as JSON ``{host: port}`` to F once they listen.  The password comes from
+the environment (``HYPERVSIM_PASSWORD``), never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hmac
+import http.server
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from tests.functional.hyperv.sim import hyperv
+from tests.functional.hyperv.sim import wsman
+
+CONTROL = '/lmcaps-sim/'
+
+
+class Credentials:
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self.password = password
+
+    def check(self, header: str | None) -> bool:
+        if not header or not header.lower().startswith('basic '):
+            return False
+        try:
+            user, _, password = base64.b64decode(
+                header[6:].strip(), validate=True).decode('utf-8').partition(
+                ':')
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return (hmac.compare_digest(user.encode(), self.username.encode()) &
+                hmac.compare_digest(password.encode(),
+                                    self.password.encode()))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    server: Listener
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def _reply(self, status: int, body: bytes, content_type: str,
+               extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header('Content-Type', content_type)
+        self.send_header('Content-Length', str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(length) if length else b''
+        if self.path.startswith(CONTROL):
+            self._control(self.path[len(CONTROL):], body)
+            return
+        if self.path.rstrip('/') != '/wsman':
+            self._reply(404, b'', 'text/plain')
+            return
+        if not self.server.credentials.check(
+                self.headers.get('Authorization')):
+            # WinRM answers 401 with an empty body and its challenges
+            self._reply(401, b'', 'text/plain', {
+                'WWW-Authenticate': 'Basic realm="WSMAN"'})
+            return
+        self.server.requests += 1
+        status, reply = self.server.service.handle(body)
+        self._reply(status, reply, 'application/soap+xml;charset=UTF-8')
+
+    def _control(self, operation: str, body: bytes) -> None:
+        try:
+            args = json.loads(body or b'{}')
+            result = control(self.server.model, self.server.listeners,
+                             operation, args)
+            self._reply(200, json.dumps(result).encode(), 'application/json')
+        except (KeyError, ValueError, TypeError) as exc:
+            self._reply(400, json.dumps({'error': repr(exc)}).encode(),
+                        'application/json')
+
+
+class Listener(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, model: hyperv.HostPair, host: str,
+                 credentials: Credentials) -> None:
+        super().__init__(('127.0.0.1', 0), Handler)
+        self.model = model
+        self.host = host
+        self.credentials = credentials
+        self.service = wsman.Service(model, host)
+        self.requests = 0
+        self.listeners: dict[str, Listener] = {}
+
+
+def control(model: hyperv.HostPair, listeners: dict[str, Listener],
+            operation: str, args: dict[str, Any]) -> Any:
+    """Carry out one control operation (see the module docstring)."""
+    if operation == 'add_vm':
+        vm = model.add_vm(args.pop('host'), args.pop('element_name'), **args)
+        return {'name': vm.name}
+    if operation == 'describe':
+        return model.describe()
+    if operation == 'fail_job':
+        model.find_job(args['instance_id']).task.fail(
+            args.get('message') or 'The virtual machine migration operation '
+            'failed at the migration source.')
+        return {}
+    if operation == 'set_vm_state':
+        with model.lock:
+            model.vms[args['name']].enabled_state = int(args['enabled_state'])
+        return {}
+    if operation == 'set_job':
+        task = model.find_job(args['instance_id']).task
+        if 'cancellable_until' in args:
+            task.cancellable_until = float(args['cancellable_until'])
+        if 'seconds' in args:
+            task.set_duration(float(args['seconds']))
+        return {}
+    if operation == 'set_credentials':
+        for listener in listeners.values():
+            listener.credentials.username = args['username']
+            listener.credentials.password = args['password']
+        return {}
+    if operation == 'set_time_before_removal':
+        model.time_before_removal = float(args['seconds'])
+        return {}
+    if operation == 'requests':
+        return {host: lst.requests for host, lst in listeners.items()}
+    raise KeyError(f'no control operation {operation!r}')
+
+
+def serve(hosts: tuple[str, ...], username: str, password: str
+          ) -> tuple[hyperv.HostPair, dict[str, Listener]]:
+    """Start one listener per host in daemon threads; returns them."""
+    model = hyperv.HostPair(hosts)
+    listeners: dict[str, Listener] = {}
+    for host in hosts:
+        listener = Listener(model, host, Credentials(username, password))
+        listeners[host] = listener
+        listener.listeners = listeners
+        threading.Thread(target=listener.serve_forever, daemon=True,
+                         name=f'hypervsim-{host}').start()
+    return model, listeners
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--hosts', default='hv-src,hv-dst')
+    parser.add_argument('--username', default='lmcaps')
+    parser.add_argument('--port-file', required=True)
+    args = parser.parse_args(argv)
+    password = os.environ.get('HYPERVSIM_PASSWORD', '')
+    _model, listeners = serve(tuple(args.hosts.split(',')), args.username,
+                              password)
+    tmp = args.port_file + '.tmp'
+    with open(tmp, 'w') as out:
+        json.dump({h: lst.server_address[1] for h, lst in listeners.items()},
+                  out)
+    os.rename(tmp, args.port_file)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    for listener in listeners.values():
+        listener.shutdown()
+        listener.server_close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
