@@ -60,8 +60,8 @@ JOB_COMPLETED, JOB_TERMINATED, JOB_KILLED, JOB_EXCEPTION = 7, 8, 9, 10
 TERMINATE, KILL = 4, 5
 # Return codes
 OK, JOB_STARTED = 0, 4096
-FAILED, INVALID_PARAMETER, INVALID_STATE, NOT_AVAILABLE = (32768, 32773,
-                                                          32775, 32777)
+FAILED, INVALID_PARAMETER = 32768, 32773
+INVALID_STATE, NOT_AVAILABLE = 32775, 32777
 #: MigrationType of Msvm_VirtualSystemMigrationSettingData: VirtualSystem.
 MIGRATION_TYPE_VIRTUAL_SYSTEM = 32768
 #: Seconds a finished job is kept (TimeBeforeRemoval's default, 5 min).
