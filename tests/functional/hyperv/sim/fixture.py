@@ -17,10 +17,24 @@ import urllib.request
 from typing import Any
 
 import fixtures
+import testtools
+
+from tests import backend as test_backend
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 HOSTS = ('hv-src', 'hv-dst')
 USERNAME = 'lmcaps-admin'
+
+
+def require_client(test: testtools.TestCase) -> None:
+    """Fail (CI) or skip loudly unless pywinrm >= 0.5 is installed."""
+    try:
+        from winrm import protocol
+        ok = hasattr(protocol.Protocol, 'build_wsman_header')
+        reason = 'pywinrm < 0.5 (no Protocol.build_wsman_header)'
+    except ImportError as exc:
+        ok, reason = False, f'pywinrm is not installed ({exc})'
+    test_backend.require(test, ok, f'{reason}: pip install lmcaps[hyperv]')
 
 
 class Simulator:
