@@ -25,8 +25,8 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip setuptools wheel
-extras="libvirt"
-[ "$with_tests" = 1 ] && extras="libvirt,test"
+extras="libvirt,hyperv"
+[ "$with_tests" = 1 ] && extras="libvirt,hyperv,test"
 .venv/bin/pip install -q -e ".[$extras]"
 
 if [ "$with_tests" = 1 ]; then
