@@ -58,6 +58,9 @@ class Credentials:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
+    # headers and body go out in two writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (40 ms on Linux)
+    disable_nagle_algorithm = True
     server: Listener
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
