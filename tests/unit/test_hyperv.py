@@ -95,7 +95,7 @@ class WireTest(test_base.ConfTestCase):
         reply = ('<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-'
                  'envelope"><s:Body><x/></s:Body></s:Envelope>')
         proto.send_message = lambda msg: sent.append(msg) or reply.encode()
-        client = self.ws.Client(proto, 'hv.example:5986')
+        client = self.ws.Client(lambda: proto, 'hv.example:5986')
         evil = '</w:Filter><w:Selector Name="x">&amp;'
         client.invoke('Msvm_MigrationJob', {'InstanceID': evil},
                       'RequestStateChange', [('RequestedState', evil)])

@@ -162,7 +162,7 @@ class HyperVDriver(base.LiveMigrationDriver):
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():
-                client.protocol.transport.close_session()
+                client.close()
             self._clients.clear()
             self._source = None
             self._service = None
@@ -185,8 +185,9 @@ class HyperVDriver(base.LiveMigrationDriver):
                 f'unencrypted; use https, or set [lmcaps_hyperv] '
                 f'allow_unencrypted_basic = True for a test listener')
         from winrm import protocol as winrm_protocol
-        try:
-            proto = winrm_protocol.Protocol(
+
+        def factory() -> Any:
+            return winrm_protocol.Protocol(
                 endpoint, transport=opts.transport, username=opts.username,
                 password=opts.password,
                 server_cert_validation=(
@@ -195,11 +196,12 @@ class HyperVDriver(base.LiveMigrationDriver):
                 operation_timeout_sec=opts.operation_timeout,
                 read_timeout_sec=opts.operation_timeout + 10,
                 message_encryption='auto')
+        try:
+            client = self._ws.Client(factory, url.netloc)
         except Exception as exc:   # pywinrm's argument checks
             raise exception.DriverError(
                 driver=self.name, reason=f'WinRM {url.netloc}: '
                 f'{type(exc).__name__}: {exc}') from exc
-        client = self._ws.Client(proto, url.netloc)
         self._clients[endpoint] = client
         return client
 

@@ -24,9 +24,10 @@ Imported by the driver's ``connect()`` only (it needs pywinrm).
 
 from __future__ import annotations
 
+import queue
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import requests
@@ -104,16 +105,48 @@ class Ref:
 class Client:
     """WS-Man CIM operations on one WinRM listener; thread-safe.
 
-    :param protocol: a ``winrm.protocol.Protocol`` for the listener.
+    A ``Protocol`` (one HTTP session, one authentication context) serves
+    one request at a time; up to ``size`` of them serve requests from
+    several threads at once (NTLM/Kerberos message encryption is bound to
+    its session, so sessions are never shared by two requests in flight).
+
+    :param factory: makes a ``winrm.protocol.Protocol`` for the listener;
+        called once at once (so that bad arguments fail here), then as
+        concurrency needs.
     :param machine: the listener's name for messages (host:port).
+    :param size: most sessions open at once.
     """
 
-    def __init__(self, protocol: winrm_protocol.Protocol,
-                 machine: str) -> None:
-        self.protocol = protocol
+    def __init__(self, factory: Callable[[], winrm_protocol.Protocol],
+                 machine: str, size: int = 4) -> None:
         self.machine = machine
         self.round_trips = 0
+        self._factory = factory
+        self._size = size
         self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[winrm_protocol.Protocol] = \
+            queue.LifoQueue()
+        self.protocol = factory()
+        self._all = [self.protocol]
+        self._idle.put(self.protocol)
+
+    def _acquire(self) -> winrm_protocol.Protocol:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if len(self._all) < self._size:
+                proto = self._factory()
+                self._all.append(proto)
+                return proto
+        return self._idle.get()
+
+    def close(self) -> None:
+        """Close every HTTP session (the client stays usable)."""
+        with self._lock:
+            for proto in self._all:
+                proto.transport.close_session()
 
     # -- operations ---------------------------------------------------------
 
@@ -181,7 +214,17 @@ class Client:
     def _send(self, action: str, resource_uri: str,
               selectors: Mapping[str, str], body: list[ET.Element]
               ) -> ET.Element:
-        header = self.protocol.build_wsman_header(
+        proto = self._acquire()
+        try:
+            return self._exchange(proto, action, resource_uri, selectors,
+                                  body)
+        finally:
+            self._idle.put(proto)
+
+    def _exchange(self, proto: winrm_protocol.Protocol, action: str,
+                  resource_uri: str, selectors: Mapping[str, str],
+                  body: list[ET.Element]) -> ET.Element:
+        header = proto.build_wsman_header(
             action=action, resource_uri=resource_uri)
         root = ET.fromstring(xmltodict.unparse({'env:Envelope': header}))
         head = root.find('s:Header', NS)
@@ -197,7 +240,7 @@ class Client:
         try:
             with self._lock:
                 self.round_trips += 1
-                raw = self.protocol.send_message(message)
+            raw = proto.send_message(message)
         except winrm_exc.InvalidCredentialsError as exc:
             raise AuthError(f'{self.machine} rejected the credentials '
                             f'(HTTP 401)') from exc
