@@ -222,3 +222,66 @@ class ScenarioTest(testtools.TestCase):
         time.sleep(0.05)
         ref = base.MigrationRef.from_json(migration.ref('hyperv').to_json())
         self.assertRaises(exception.MigrationGone, self.driver.reattach, ref)
+
+
+class TLSTest(testtools.TestCase):
+    """Basic over https: the certificate is verified unless told not to."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.sim = None
+
+    def setUp(self) -> None:
+        super().setUp()
+        fixture.require_client(self)
+        if TLSTest.sim is None:
+            TLSTest.sim = fixture.Simulator(tls=True).start()
+        self.conf = cfg.ConfigOpts()
+        lmcaps_conf.register_opts(self.conf)
+        self.conf([], project='lmcaps-test', default_config_files=[])
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        if cls.sim is not None:
+            cls.sim.stop()
+            cls.sim = None
+        super().tearDownClass()
+
+    def _driver(self, **overrides: object) -> hyperv.HyperVDriver:
+        driver = hyperv.HyperVDriver(self.conf)
+        cb.driver_config(self.sim, self.conf)
+        self.conf.set_override('allow_unencrypted_basic', False, GROUP)
+        for key, value in overrides.items():
+            self.conf.set_override(key, value, group=GROUP)
+        self.addCleanup(driver.close)
+        return driver
+
+    def test_verified_with_the_ca_bundle(self):
+        driver = self._driver(ca_trust_path=self.sim.ca_path)
+        name = f'tls-{uuid.uuid4().hex[:6]}'
+        self.sim.add_vm(name, migration_seconds=0.3)
+        migration = driver.start_migration(cb.spec(name))
+        self.assertEqual(base.Phase.COMPLETED, driver.wait(
+            migration, timeout=10, interval=0.05).phase)
+        self.assertEqual(base.GuestHost.DESTINATION,
+                         driver.guest_location(migration).host)
+
+    def test_unknown_ca_is_refused_in_one_line(self):
+        driver = self._driver()
+        name = f'tls-{uuid.uuid4().hex[:6]}'
+        guid = self.sim.add_vm(name)
+        exc = self.assertRaises(exception.DriverError,
+                                driver.start_migration, cb.spec(name))
+        self.assertIn('TLS verification failed', str(exc))
+        self.assertNotIn('\n', str(exc))
+        self.assertEqual(('hv-src', False), (self.sim.vm(guid)['host'],
+                                             self.sim.vm(guid)['migrating']))
+
+    def test_verification_off_only_when_set(self):
+        driver = self._driver(server_cert_validation=False)
+        name = f'tls-{uuid.uuid4().hex[:6]}'
+        self.sim.add_vm(name, migration_seconds=0.3)
+        migration = driver.start_migration(cb.spec(name))
+        self.assertEqual(base.Phase.COMPLETED, driver.wait(
+            migration, timeout=10, interval=0.05).phase)

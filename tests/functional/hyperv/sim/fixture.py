@@ -8,6 +8,7 @@ import os
 import pathlib
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,10 +42,15 @@ class Simulator:
     """One simulator process: a WinRM listener per host on 127.0.0.1.
 
     :param hosts: the simulated hosts' names (DestinationHost values).
+    :param tls: serve https with a certificate of a throwaway CA
+        (:attr:`ca_path`).
     """
 
-    def __init__(self, hosts: tuple[str, ...] = HOSTS) -> None:
+    def __init__(self, hosts: tuple[str, ...] = HOSTS,
+                 tls: bool = False) -> None:
         self.hosts = hosts
+        self.tls = tls
+        self.ca_path = ''
         self.username = USERNAME
         self.password = secrets.token_urlsafe(12)
         self.ports: dict[str, int] = {}
@@ -56,10 +62,15 @@ class Simulator:
         port_file = os.path.join(self._dir, 'ports.json')
         env = dict(os.environ, HYPERVSIM_PASSWORD=self.password,
                    PYTHONPATH=str(ROOT))
+        tls_args: list[str] = []
+        if self.tls:
+            from tests.functional.hyperv.sim import tls
+            self.ca_path, cert, key = tls.make(self._dir)
+            tls_args = ['--tls-cert', cert, '--tls-key', key]
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'tests.functional.hyperv.sim.server',
              '--hosts', ','.join(self.hosts), '--username', self.username,
-             '--port-file', port_file],
+             '--port-file', port_file, *tls_args],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=open(
                 os.path.join(self._dir, 'stderr.log'), 'wb'))
@@ -94,15 +105,19 @@ class Simulator:
         return None if self.proc is None else self.proc.pid
 
     def endpoint(self, host: str) -> str:
-        return f'http://127.0.0.1:{self.ports[host]}/wsman'
+        scheme = 'https' if self.tls else 'http'
+        return f'{scheme}://127.0.0.1:{self.ports[host]}/wsman'
 
     def control(self, operation: str, **args: Any) -> Any:
-        port = self.ports[self.hosts[0]]
         req = urllib.request.Request(
-            f'http://127.0.0.1:{port}/lmcaps-sim/{operation}',
+            self.endpoint(self.hosts[0]).replace(
+                '/wsman', f'/lmcaps-sim/{operation}'),
             data=json.dumps(args).encode(), method='POST',
             headers={'Content-Type': 'application/json'})
-        with urllib.request.urlopen(req, timeout=10) as reply:
+        context = (ssl.create_default_context(cafile=self.ca_path)
+                   if self.tls else None)
+        with urllib.request.urlopen(req, timeout=10,
+                                    context=context) as reply:
             return json.load(reply)
 
     # -- model helpers ------------------------------------------------------

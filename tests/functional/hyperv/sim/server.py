@@ -27,6 +27,7 @@ import http.server
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 from typing import Any
@@ -157,13 +158,20 @@ def control(model: hyperv.HostPair, listeners: dict[str, Listener],
     raise KeyError(f'no control operation {operation!r}')
 
 
-def serve(hosts: tuple[str, ...], username: str, password: str
+def serve(hosts: tuple[str, ...], username: str, password: str,
+          context: ssl.SSLContext | None = None
           ) -> tuple[hyperv.HostPair, dict[str, Listener]]:
-    """Start one listener per host in daemon threads; returns them."""
+    """Start one listener per host in daemon threads; returns them.
+
+    :param context: serve https (WinRM's HTTPS listener) with it.
+    """
     model = hyperv.HostPair(hosts)
     listeners: dict[str, Listener] = {}
     for host in hosts:
         listener = Listener(model, host, Credentials(username, password))
+        if context is not None:
+            listener.socket = context.wrap_socket(listener.socket,
+                                                  server_side=True)
         listeners[host] = listener
         listener.listeners = listeners
         threading.Thread(target=listener.serve_forever, daemon=True,
@@ -176,10 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--hosts', default='hv-src,hv-dst')
     parser.add_argument('--username', default='lmcaps')
     parser.add_argument('--port-file', required=True)
+    parser.add_argument('--tls-cert', help='serve https with this PEM '
+                        'certificate (and --tls-key)')
+    parser.add_argument('--tls-key')
     args = parser.parse_args(argv)
     password = os.environ.get('HYPERVSIM_PASSWORD', '')
+    context = None
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
     _model, listeners = serve(tuple(args.hosts.split(',')), args.username,
-                              password)
+                              password, context)
     tmp = args.port_file + '.tmp'
     with open(tmp, 'w') as out:
         json.dump({h: lst.server_address[1] for h, lst in listeners.items()},
