@@ -9,13 +9,11 @@ import uuid
 from oslo_config import cfg
 import testtools
 
-from lmcaps import checks
 from lmcaps import conf as lmcaps_conf
 from lmcaps import events
 from lmcaps import exception
-from lmcaps import migrate
 from lmcaps import monitor as lmcaps_monitor
-from lmcaps import request as lmcaps_request
+from lmcaps import precheck
 from lmcaps.drivers import base
 from lmcaps.drivers import hyperv
 from tests.functional.hyperv import conformance_backend as cb
@@ -60,12 +58,10 @@ class ScenarioTest(testtools.TestCase):
 
     def watch(self, migration: base.Migration, body: dict
               ) -> lmcaps_monitor.Outcome:
-        runner = checks.PreCheckRunner(self.conf)
         instance = str(uuid.uuid4())
-        pol, _report = migrate.precheck(
-            self.conf, runner, self.driver.host_declaration(), instance,
-            lmcaps_request.validate(body), self.store, 'req-1',
-            migration.data_gib)
+        pol = precheck.run(self.conf, self.store, 'req-1', instance,
+                           precheck.request_layers(body), driver=self.driver,
+                           data_gib=migration.data_gib).policy
         mon = lmcaps_monitor.TimeoutMonitor(self.store, host='hv-src',
                                             poll_interval=0.05, workers=2)
         mon.start()
@@ -109,7 +105,6 @@ class ScenarioTest(testtools.TestCase):
         self.assertIsNone(job['requested'])
 
     def test_force_complete_refused_by_the_precheck_with_an_event(self):
-        runner = checks.PreCheckRunner(self.conf)
         for mode in ('postcopy', 'pause'):
             instance = str(uuid.uuid4())
             body = {'completion_timeout': 5, 'timeout_action':
@@ -117,9 +112,9 @@ class ScenarioTest(testtools.TestCase):
             self.conf.set_override('permit_post_copy', True,
                                    group=lmcaps_conf.GROUP)
             exc = self.assertRaises(
-                exception.MigrationPreCheckFailed, migrate.precheck,
-                self.conf, runner, self.driver.host_declaration(), instance,
-                lmcaps_request.validate(body), self.store, 'req-fc', 2.0)
+                exception.MigrationPreCheckFailed, precheck.run, self.conf,
+                self.store, 'req-fc', instance, precheck.request_layers(body),
+                driver=self.driver)
             self.assertIn('hyperv', str(exc))
             [event] = self.store.list_events(instance)
             self.assertEqual((events.PRECHECK, events.ERROR),
