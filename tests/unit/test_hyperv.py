@@ -108,6 +108,53 @@ class WireTest(test_base.ConfTestCase):
         self.assertEqual(1, client.round_trips)
 
 
+class SessionLostTest(test_base.ConfTestCase):
+    """A dropped connection: a new session, and one retry if idempotent."""
+
+    def setUp(self):
+        super().setUp()
+        import requests
+        from winrm import protocol
+        self.ws = __import__('lmcaps.drivers.hyperv.wsman',
+                             fromlist=['wsman'])
+        self.made = []
+        self.failures = [requests.exceptions.ConnectionError('reset')]
+
+        def factory():
+            proto = protocol.Protocol('https://hv:5986/wsman',
+                                      transport='basic', username='u',
+                                      password='p')
+
+            def send(_message):
+                if self.failures:
+                    raise self.failures.pop()
+                return (b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/'
+                        b'soap-envelope"><s:Body><i><ReturnValue>0'
+                        b'</ReturnValue></i></s:Body></s:Envelope>')
+            proto.send_message = send
+            self.made.append(proto)
+            return proto
+        self.client = self.ws.Client(factory, 'hv:5986')
+
+    def test_get_and_stop_request_are_retried_on_a_new_session(self):
+        self.assertEqual({'ReturnValue': '0'}, self.client.get(
+            'Msvm_MigrationJob', {'InstanceID': 'x'}))
+        self.assertEqual(2, len(self.made))
+        self.assertIs(self.made[1], self.client.protocol)
+        import requests
+        self.failures.append(requests.exceptions.ConnectionError('reset'))
+        self.client.invoke('Msvm_MigrationJob', {'InstanceID': 'x'},
+                           'RequestStateChange', [('RequestedState', 5)])
+        self.assertEqual(3, len(self.made))
+
+    def test_a_migration_is_never_started_twice(self):
+        self.assertRaises(self.ws.SessionLost, self.client.invoke,
+                          'Msvm_VirtualSystemMigrationService', {},
+                          'MigrateVirtualSystemToHost', [])
+        self.assertEqual(2, len(self.made))    # renewed, not resent
+        self.assertEqual(1, self.client.round_trips)
+
+
 class DriverTest(test_base.ConfTestCase):
 
     def setUp(self):

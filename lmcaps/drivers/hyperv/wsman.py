@@ -48,6 +48,10 @@ ANONYMOUS = 'http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous'
 GET = 'http://schemas.xmlsoap.org/ws/2004/09/transfer/Get'
 ENUMERATE = 'http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate'
 PULL = 'http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull'
+#: Methods that may be sent again after a lost session (a second stop
+#: request of a stopping job changes nothing; a migration must never be
+#: started twice).
+RETRYABLE_METHODS = ('RequestStateChange',)
 MAX_ELEMENTS = 512
 
 
@@ -80,6 +84,10 @@ class Error(Exception):
 
 class AuthError(Error):
     """The listener rejected the credentials (HTTP 401)."""
+
+
+class SessionLost(Error):
+    """The listener closed the connection or dropped the session."""
 
 
 class Fault(Error):
@@ -215,11 +223,32 @@ class Client:
               selectors: Mapping[str, str], body: list[ET.Element]
               ) -> ET.Element:
         proto = self._acquire()
+        retry = action in (GET, ENUMERATE) or action.endswith(
+            tuple('/' + m for m in RETRYABLE_METHODS))
         try:
-            return self._exchange(proto, action, resource_uri, selectors,
-                                  body)
+            try:
+                return self._exchange(proto, action, resource_uri,
+                                      selectors, body)
+            except SessionLost:
+                # the listener dropped the connection (service restart,
+                # expired context): a new session logs in again
+                proto = self._renew(proto)
+                if not retry:
+                    raise
+                return self._exchange(proto, action, resource_uri,
+                                      selectors, body)
         finally:
             self._idle.put(proto)
+
+    def _renew(self, old: winrm_protocol.Protocol
+               ) -> winrm_protocol.Protocol:
+        old.transport.close_session()
+        new = self._factory()
+        with self._lock:
+            self._all = [new if p is old else p for p in self._all]
+            if old is self.protocol:
+                self.protocol = new
+        return new
 
     def _exchange(self, proto: winrm_protocol.Protocol, action: str,
                   resource_uri: str, selectors: Mapping[str, str],
@@ -259,6 +288,10 @@ class Client:
             raise Error(f'{self.machine}: TLS verification failed '
                         f'({type(exc).__name__}); set [lmcaps_hyperv] '
                         f'ca_trust_path') from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise SessionLost(f'{self.machine}: {what}: the connection to '
+                              f'the WinRM listener failed '
+                              f'({type(exc).__name__})') from exc
         except requests.exceptions.RequestException as exc:
             raise Error(f'{self.machine}: {what}: cannot reach the WinRM '
                         f'listener ({type(exc).__name__})') from exc

@@ -54,7 +54,8 @@ class HyperVBackend(backend.Backend):
     stuck_check = 0.3
     slow_cancel = 1.5
     faults = frozenset({Fault.MIGRATION_FAILS, Fault.SLOW_CANCEL,
-                        Fault.COMPLETES_DURING_CANCEL, Fault.OWNER_PAUSES})
+                        Fault.COMPLETES_DURING_CANCEL, Fault.OWNER_PAUSES,
+                        Fault.SESSION_LOST})
 
     def _setUp(self) -> None:
         try:
@@ -120,6 +121,9 @@ class HyperVBackend(backend.Backend):
         elif fault is Fault.OWNER_PAUSES:
             self.sim.control('set_vm_state', name=self.vms[migration.id],
                              enabled_state=9)
+        elif fault is Fault.SESSION_LOST:
+            # the WinRM service restarts: every connection is closed
+            self.sim.control('restart_service')
         else:
             super().trigger(migration, fault)
 

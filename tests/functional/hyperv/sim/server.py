@@ -27,6 +27,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -67,6 +68,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
     def _reply(self, status: int, body: bytes, content_type: str,
                extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -100,7 +111,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             args = json.loads(body or b'{}')
             result = control(self.server.model, self.server.listeners,
-                             operation, args)
+                             operation, args, self.connection)
             self._reply(200, json.dumps(result).encode(), 'application/json')
         except (KeyError, ValueError, TypeError) as exc:
             self._reply(400, json.dumps({'error': repr(exc)}).encode(),
@@ -119,10 +130,24 @@ class Listener(http.server.ThreadingHTTPServer):
         self.service = wsman.Service(model, host)
         self.requests = 0
         self.listeners: dict[str, Listener] = {}
+        self.lock = threading.Lock()
+        self.connections: set[socket.socket] = set()
+
+    def drop_connections(self, spare: socket.socket | None = None) -> int:
+        """Close every client connection, as a restarted WinRM service does."""
+        with self.lock:
+            conns = [c for c in self.connections if c is not spare]
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(conns)
 
 
 def control(model: hyperv.HostPair, listeners: dict[str, Listener],
-            operation: str, args: dict[str, Any]) -> Any:
+            operation: str, args: dict[str, Any],
+            current: socket.socket | None = None) -> Any:
     """Carry out one control operation (see the module docstring)."""
     if operation == 'add_vm':
         vm = model.add_vm(args.pop('host'), args.pop('element_name'), **args)
@@ -153,6 +178,10 @@ def control(model: hyperv.HostPair, listeners: dict[str, Listener],
     if operation == 'set_time_before_removal':
         model.time_before_removal = float(args['seconds'])
         return {}
+    if operation == 'restart_service':
+        # every client session is lost (not the control connection)
+        return {host: lst.drop_connections(spare=current)
+                for host, lst in listeners.items()}
     if operation == 'requests':
         return {host: lst.requests for host, lst in listeners.items()}
     raise KeyError(f'no control operation {operation!r}')
