@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import pathlib
 import secrets
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -23,6 +25,17 @@ import testtools
 from tests import backend as test_backend
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies (no leftovers)."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 HOSTS = ('hv-src', 'hv-dst')
 USERNAME = 'lmcaps-admin'
 
@@ -70,8 +83,10 @@ class Simulator:
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'tests.functional.hyperv.sim.server',
              '--hosts', ','.join(self.hosts), '--username', self.username,
-             '--port-file', port_file, *tls_args],
+             '--port-file', port_file, '--remove-on-exit', self._dir,
+             *tls_args],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
             stdout=subprocess.DEVNULL, stderr=open(
                 os.path.join(self._dir, 'stderr.log'), 'wb'))
         deadline = time.monotonic() + timeout

@@ -26,6 +26,7 @@ import hmac
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--tls-cert', help='serve https with this PEM '
                         'certificate (and --tls-key)')
     parser.add_argument('--tls-key')
+    parser.add_argument('--remove-on-exit', help='a directory of the '
+                        'simulator\'s files, removed when it stops')
     args = parser.parse_args(argv)
     password = os.environ.get('HYPERVSIM_PASSWORD', '')
     context = None
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     for listener in listeners.values():
         listener.shutdown()
         listener.server_close()
+    if args.remove_on_exit:
+        shutil.rmtree(args.remove_on_exit, ignore_errors=True)
     return 0
 
 
