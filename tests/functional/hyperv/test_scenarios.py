@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import time
 import uuid
 
+import fixtures
 from oslo_config import cfg
 import testtools
 
@@ -280,3 +284,50 @@ class TLSTest(testtools.TestCase):
         migration = driver.start_migration(cb.spec(name))
         self.assertEqual(base.Phase.COMPLETED, driver.wait(
             migration, timeout=10, interval=0.05).phase)
+
+
+class CommandLineTest(testtools.TestCase):
+    """``lmcaps migrate`` with the hyperv driver, as an operator runs it."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        fixture.require_client(self)
+        self.sim = fixture.shared()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+
+    def migrate(self, name: str, password: str, *args: str
+                ) -> subprocess.CompletedProcess:
+        conf = os.path.join(self.dir, 'lmcaps.conf')
+        with open(conf, 'w') as out:
+            out.write(f'[lmcaps]\ndriver = hyperv\nstate_path = {self.dir}\n'
+                      f'[lmcaps_hyperv]\n'
+                      f'endpoint = {self.sim.endpoint("hv-src")}\n'
+                      f'destination_endpoint = '
+                      f'{self.sim.endpoint("hv-dst")}\n'
+                      f'transport = basic\nallow_unencrypted_basic = true\n'
+                      f'username = {self.sim.username}\n'
+                      f'password = {password}\n')
+        return subprocess.run(
+            [sys.executable, '-m', 'lmcaps', '--config-file', conf,
+             'migrate', name, '--dest', 'hv-dst', *args],
+            capture_output=True, text=True, timeout=60, cwd=fixture.ROOT)
+
+    def test_abort_at_the_deadline(self):
+        name = f"cli-{uuid.uuid4().hex[:6]}'; Remove-VM -Name * #"
+        guid = self.sim.add_vm(name, migration_seconds=math.inf)
+        done = self.migrate(name, self.sim.password, '--completion-timeout',
+                            '1', '--timeout-action', 'abort')
+        self.assertEqual(3, done.returncode, done.stderr)   # 3 = aborted
+        self.assertIn('source (running)', done.stdout)
+        self.assertEqual(('hv-src', 2), (self.sim.vm(guid)['host'],
+                                         self.sim.vm(guid)['enabled_state']))
+
+    def test_wrong_password_is_one_line(self):
+        name = f'cli-{uuid.uuid4().hex[:6]}'
+        self.sim.add_vm(name)
+        done = self.migrate(name, 'Wr0ng-Secret')
+        self.assertEqual(1, done.returncode)
+        self.assertEqual(1, len(done.stderr.strip().splitlines()),
+                         done.stderr)
+        self.assertIn('rejected the credentials (HTTP 401)', done.stderr)
+        self.assertNotIn('Wr0ng-Secret', done.stderr + done.stdout)
