@@ -137,6 +137,8 @@ class Client:
         self.protocol = factory()
         self._all = [self.protocol]
         self._idle.put(self.protocol)
+        #: sessions that have authenticated once (ids of their Protocol)
+        self._proven: set[int] = set()
 
     def _acquire(self) -> winrm_protocol.Protocol:
         try:
@@ -227,18 +229,37 @@ class Client:
             tuple('/' + m for m in RETRYABLE_METHODS))
         try:
             try:
-                return self._exchange(proto, action, resource_uri,
-                                      selectors, body)
-            except SessionLost:
-                # the listener dropped the connection (service restart,
-                # expired context): a new session logs in again
+                return self._attempt(proto, action, resource_uri, selectors,
+                                     body)
+            except (AuthError, SessionLost) as exc:
+                # A dropped connection, or (NTLM/Kerberos) a 401 on a
+                # session that had logged in: the listener restarted and
+                # the security context is gone, the credentials are not
+                # wrong.  One new login, never a loop (account lockout).
+                if isinstance(exc, AuthError) and \
+                        id(proto) not in self._proven:
+                    raise
+                self._proven.discard(id(proto))
                 proto = self._renew(proto)
                 if not retry:
-                    raise
-                return self._exchange(proto, action, resource_uri,
-                                      selectors, body)
+                    raise SessionLost(f'{self.machine}: the WinRM session '
+                                      f'was lost; not sent again') from exc
+                return self._attempt(proto, action, resource_uri, selectors,
+                                     body)
         finally:
             self._idle.put(proto)
+
+    def _attempt(self, proto: winrm_protocol.Protocol, action: str,
+                 resource_uri: str, selectors: Mapping[str, str],
+                 body: list[ET.Element]) -> ET.Element:
+        try:
+            result = self._exchange(proto, action, resource_uri, selectors,
+                                    body)
+        except Fault:
+            self._proven.add(id(proto))    # authenticated, then refused
+            raise
+        self._proven.add(id(proto))
+        return result
 
     def _renew(self, old: winrm_protocol.Protocol
                ) -> winrm_protocol.Protocol:

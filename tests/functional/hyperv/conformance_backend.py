@@ -29,14 +29,22 @@ _RUN = {2: base.RunState.RUNNING, 3: base.RunState.SHUT_OFF,
 
 
 def driver_config(sim: fixture.Simulator, conf: cfg.ConfigOpts,
-                  group: str = 'lmcaps_hyperv') -> None:
-    """Point the hyperv driver at a simulator (Basic over loopback http)."""
+                  group: str = 'lmcaps_hyperv',
+                  transport: str = 'basic') -> None:
+    """Point the hyperv driver at a simulator over loopback http.
+
+    :param transport: ``basic`` (allowed over http for the test listener)
+        or ``ntlm`` (messages encrypted).
+    """
     conf.set_override('endpoint', sim.endpoint('hv-src'), group=group)
     conf.set_override('destination_endpoint', sim.endpoint('hv-dst'),
                       group=group)
-    conf.set_override('transport', 'basic', group=group)
-    conf.set_override('allow_unencrypted_basic', True, group=group)
-    conf.set_override('username', sim.username, group=group)
+    conf.set_override('transport', transport, group=group)
+    conf.set_override('allow_unencrypted_basic', transport == 'basic',
+                      group=group)
+    user = sim.username if transport == 'basic' else \
+        f'{fixture.DOMAIN}\\{sim.username}'
+    conf.set_override('username', user, group=group)
     conf.set_override('password', sim.password, group=group)
 
 
@@ -46,7 +54,10 @@ def spec(instance: str, destination: str = 'hv-dst') -> base.MigrationSpec:
 
 
 class HyperVBackend(backend.Backend):
-    """VMs on the simulated Hyper-V host pair."""
+    """VMs on the simulated Hyper-V host pair (Basic authentication)."""
+
+    #: the driver's [lmcaps_hyperv] transport
+    transport = 'basic'
 
     completion_timeout = 2
     settle_timeout = 20.0
@@ -72,7 +83,7 @@ class HyperVBackend(backend.Backend):
         self.vms: dict[str, str] = {}          # migration id -> VM GUID
 
     def configure(self, conf: cfg.ConfigOpts, group: str) -> None:
-        driver_config(self.sim, conf, group)
+        driver_config(self.sim, conf, group, self.transport)
 
     def start(self, driver: base.LiveMigrationDriver,
               scenario: backend.Scenario, *,
@@ -141,3 +152,9 @@ class HyperVBackend(backend.Backend):
                           _wait_for_phase: object) -> None:
         self.sim.control('set_job', instance_id=self._job_id(migration),
                          cancellable_until=0.0)
+
+
+class HyperVNTLMBackend(HyperVBackend):
+    """The same, with NTLM and message encryption (the default transport)."""
+
+    transport = 'ntlm'

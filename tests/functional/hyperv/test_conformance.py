@@ -7,3 +7,8 @@ from tests.functional.hyperv import conformance_backend
 class HyperVConformanceTest(conformance.DriverConformanceTest):
     driver = 'hyperv'
     backend = conformance_backend.HyperVBackend
+
+
+class HyperVNTLMConformanceTest(conformance.DriverConformanceTest):
+    driver = 'hyperv'
+    backend = conformance_backend.HyperVNTLMBackend

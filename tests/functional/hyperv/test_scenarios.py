@@ -223,6 +223,37 @@ class ScenarioTest(testtools.TestCase):
         self.assertRaises(exception.MigrationGone, self.driver.reattach, ref)
 
 
+class NTLMScenarioTest(ScenarioTest):
+    """The default transport: NTLM, messages encrypted over http."""
+
+    def _driver(self, **overrides: object) -> hyperv.HyperVDriver:
+        driver = hyperv.HyperVDriver(self.conf)
+        cb.driver_config(self.sim, self.conf, transport='ntlm')
+        for key, value in overrides.items():
+            self.conf.set_override(key, value, group=GROUP)
+        self.addCleanup(driver.close)
+        return driver
+
+    def test_basic_over_http_refused_unless_allowed(self):
+        self.assertFalse(self.conf[GROUP].allow_unencrypted_basic)
+        self.driver.connect()     # NTLM over http is fine: sealed
+
+    def test_lost_session_logs_in_again(self):
+        migration = self.driver.start_migration(cb.spec(self.vm(
+            migration_seconds=math.inf)))
+        self.assertIn(self.driver.get_progress(migration).phase,
+                      (base.Phase.PREPARING, base.Phase.PRECOPY))
+        self.sim.control('restart_service')
+        self.assertIn(self.driver.get_progress(migration).phase,
+                      (base.Phase.PREPARING, base.Phase.PRECOPY))
+        self.sim.control('restart_service')
+        self.driver.abort(migration)
+        end = self.driver.wait(migration, timeout=10, interval=0.05)
+        self.assertEqual(base.Phase.CANCELLED, end.phase)
+        self.assertEqual((base.GuestHost.SOURCE, base.RunState.RUNNING),
+                         self.driver.guest_location(migration).pair)
+
+
 class TLSTest(testtools.TestCase):
     """Basic over https: the certificate is verified unless told not to."""
 

@@ -351,3 +351,48 @@ class WQLTest(testtools.TestCase):
                      'SELECT * FROM C WHERE 1 = 1',
                      'DELETE FROM C', 'SELECT * FROM C extra'):
             self.assertRaises(wql.WQLError, wql.parse, text)
+
+
+class NegotiateTest(SimulatorTest):
+    """NTLM over http: the messages are sealed ([MS-WSMV] 2.2.9.1.1)."""
+
+    def _protocol(self, host: str, password: str) -> Any:
+        return winrm_protocol.Protocol(
+            self.sim.endpoint(host), transport='ntlm',
+            username=f'{fixture.DOMAIN}\\{self.sim.username}',
+            password=password)
+
+    def test_messages_are_encrypted_on_the_wire(self) -> None:
+        name = self.sim.add_vm('sealed-' + uuid.uuid4().hex[:6])
+        element = self.sim.vm(name)['element_name']
+        self.proto.transport.build_session()
+        session = self.proto.transport.session
+        seen: list[tuple[str, bytes]] = []
+        real_send = session.send
+
+        def send(request: Any, **kwargs: Any) -> Any:
+            seen.append((request.headers.get('Content-Type', ''),
+                         request.body or b''))
+            reply = real_send(request, **kwargs)
+            seen.append((reply.headers.get('Content-Type', ''),
+                         reply.content))
+            return reply
+        session.send = send
+        [vm] = self.vms_named(element)
+        self.assertEqual(name, vm['Name'])
+        self.assertEqual(2, len(seen))
+        for content_type, body in seen:
+            self.assertIn('protocol="application/HTTP-SPNEGO-session-'
+                          'encrypted"', content_type)
+            self.assertNotIn(element.encode(), body)
+            self.assertNotIn(b'Msvm_ComputerSystem', body)
+
+    def test_wrong_password_gets_401_with_basic_challenge(self) -> None:
+        reply = requests.post(self.sim.endpoint('hv-src'), data=b'',
+                              timeout=10)
+        self.assertEqual(401, reply.status_code)
+        self.assertIn('Negotiate', reply.headers.get('WWW-Authenticate', ''))
+        bad = self._protocol('hv-src', 'wrong')
+        self.assertRaises(winrm_exc.InvalidCredentialsError, self.send,
+                          TRANSFER_GET, V2 + '/Msvm_ComputerSystem',
+                          proto=bad)

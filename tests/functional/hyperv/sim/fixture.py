@@ -38,6 +38,8 @@ def _die_with_parent() -> None:
 
 HOSTS = ('hv-src', 'hv-dst')
 USERNAME = 'lmcaps-admin'
+#: NTLM domain of the simulated hosts' local accounts.
+DOMAIN = 'HV'
 
 
 def require_client(test: testtools.TestCase) -> None:
@@ -57,12 +59,15 @@ class Simulator:
     :param hosts: the simulated hosts' names (DestinationHost values).
     :param tls: serve https with a certificate of a throwaway CA
         (:attr:`ca_path`).
+    :param auth: the authentication schemes accepted (``basic``, ``ntlm``).
     """
 
     def __init__(self, hosts: tuple[str, ...] = HOSTS,
-                 tls: bool = False) -> None:
+                 tls: bool = False,
+                 auth: tuple[str, ...] = ('basic', 'ntlm')) -> None:
         self.hosts = hosts
         self.tls = tls
+        self.auth = auth
         self.ca_path = ''
         self.username = USERNAME
         self.password = secrets.token_urlsafe(12)
@@ -73,8 +78,12 @@ class Simulator:
     def start(self, timeout: float = 20.0) -> Simulator:
         self._dir = tempfile.mkdtemp(prefix='lmcaps-hypervsim-')
         port_file = os.path.join(self._dir, 'ports.json')
+        users = os.path.join(self._dir, 'ntlm-users')
+        with open(os.open(users, os.O_WRONLY | os.O_CREAT, 0o600),
+                  'w') as out:
+            out.write(f'{DOMAIN}:{self.username}:{self.password}\n')
         env = dict(os.environ, HYPERVSIM_PASSWORD=self.password,
-                   PYTHONPATH=str(ROOT))
+                   PYTHONPATH=str(ROOT), NTLM_USER_FILE=users)
         tls_args: list[str] = []
         if self.tls:
             from tests.functional.hyperv.sim import tls
@@ -84,6 +93,7 @@ class Simulator:
             [sys.executable, '-m', 'tests.functional.hyperv.sim.server',
              '--hosts', ','.join(self.hosts), '--username', self.username,
              '--port-file', port_file, '--remove-on-exit', self._dir,
+             '--auth', ','.join(self.auth),
              *tls_args],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,

@@ -35,6 +35,7 @@ import threading
 from typing import Any
 
 from tests.functional.hyperv.sim import hyperv
+from tests.functional.hyperv.sim import ntlm
 from tests.functional.hyperv.sim import wsman
 
 CONTROL = '/lmcaps-sim/'
@@ -71,6 +72,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.ntlm: ntlm.Context | None = None   # this connection's context
         with self.server.lock:
             self.server.connections.add(self.connection)
 
@@ -98,15 +100,64 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.rstrip('/') != '/wsman':
             self._reply(404, b'', 'text/plain')
             return
-        if not self.server.credentials.check(
-                self.headers.get('Authorization')):
-            # WinRM answers 401 with an empty body and its challenges
-            self._reply(401, b'', 'text/plain', {
-                'WWW-Authenticate': 'Basic realm="WSMAN"'})
+        header = self.headers.get('Authorization') or ''
+        scheme = header.split(None, 1)[0].lower() if header else ''
+        if scheme in ntlm.SCHEMES and 'ntlm' in self.server.auth:
+            if self.ntlm is None or self.ntlm.complete:
+                self.ntlm = ntlm.Context()
+            try:
+                token = self.ntlm.step(header)
+            except ntlm.AuthFailed:
+                self.ntlm = None
+                self._challenge()
+                return
+            if not self.ntlm.complete:
+                self._reply(401, b'', 'text/plain', {
+                    'WWW-Authenticate': f'Negotiate {token}'})
+                return
+        elif scheme == 'basic' and 'basic' in self.server.auth:
+            if not self.server.credentials.check(header):
+                self._challenge()
+                return
+        elif not (self.ntlm is not None and self.ntlm.complete):
+            self._challenge()
+            return
+        encrypted = self.headers.get('Content-Type', '').startswith(
+            'multipart/encrypted')
+        if encrypted:
+            if self.ntlm is None or not self.ntlm.complete:
+                self._challenge()
+                return
+            try:
+                body = self.ntlm.decrypt(body)
+            except ntlm.AuthFailed:
+                self.ntlm = None
+                self._challenge()
+                return
+        if not body:
+            # the empty POST a client sends to set up its security context
+            self._reply(200, b'', 'application/soap+xml;charset=UTF-8')
             return
         self.server.requests += 1
         status, reply = self.server.service.handle(body)
-        self._reply(status, reply, 'application/soap+xml;charset=UTF-8')
+        if encrypted:
+            self._reply(status, self.ntlm.encrypt(reply),
+                        ntlm.CONTENT_TYPE)
+        else:
+            self._reply(status, reply, 'application/soap+xml;charset=UTF-8')
+
+    def _challenge(self) -> None:
+        """401 naming the schemes this listener accepts (empty body)."""
+        offers = []
+        if 'ntlm' in self.server.auth:
+            offers.append('Negotiate')
+        if 'basic' in self.server.auth:
+            offers.append('Basic realm="WSMAN"')
+        self.send_response(401)
+        for offer in offers:
+            self.send_header('WWW-Authenticate', offer)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
 
     def _control(self, operation: str, body: bytes) -> None:
         try:
@@ -133,6 +184,7 @@ class Listener(http.server.ThreadingHTTPServer):
         self.listeners: dict[str, Listener] = {}
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
+        self.auth: tuple[str, ...] = ('basic',)
 
     def drop_connections(self, spare: socket.socket | None = None) -> int:
         """Close every client connection, as a restarted WinRM service does."""
@@ -189,16 +241,19 @@ def control(model: hyperv.HostPair, listeners: dict[str, Listener],
 
 
 def serve(hosts: tuple[str, ...], username: str, password: str,
-          context: ssl.SSLContext | None = None
+          context: ssl.SSLContext | None = None,
+          auth: tuple[str, ...] = ('basic',)
           ) -> tuple[hyperv.HostPair, dict[str, Listener]]:
     """Start one listener per host in daemon threads; returns them.
 
     :param context: serve https (WinRM's HTTPS listener) with it.
+    :param auth: the schemes accepted: ``basic``, ``ntlm`` (Negotiate).
     """
     model = hyperv.HostPair(hosts)
     listeners: dict[str, Listener] = {}
     for host in hosts:
         listener = Listener(model, host, Credentials(username, password))
+        listener.auth = auth
         if context is not None:
             listener.socket = context.wrap_socket(listener.socket,
                                                   server_side=True)
@@ -217,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--tls-cert', help='serve https with this PEM '
                         'certificate (and --tls-key)')
     parser.add_argument('--tls-key')
+    parser.add_argument('--auth', default='basic',
+                        help='comma-separated schemes: basic, ntlm (NTLM '
+                             'credentials from NTLM_USER_FILE)')
     parser.add_argument('--remove-on-exit', help='a directory of the '
                         'simulator\'s files, removed when it stops')
     args = parser.parse_args(argv)
@@ -226,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
     _model, listeners = serve(tuple(args.hosts.split(',')), args.username,
-                              password, context)
+                              password, context,
+                              tuple(args.auth.split(',')))
     tmp = args.port_file + '.tmp'
     with open(tmp, 'w') as out:
         json.dump({h: lst.server_address[1] for h, lst in listeners.items()},
