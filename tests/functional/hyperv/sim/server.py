@@ -3,10 +3,13 @@
 WinRM listens on ``POST /wsman`` (HTTP 5985 / HTTPS 5986) and takes SOAP
 1.2 envelopes with ``Content-Type: application/soap+xml;charset=UTF-8``
 ([MS-WSMV] 2.1, transport).  A request without valid credentials gets
-HTTP 401 with a ``WWW-Authenticate`` challenge naming the schemes the
-listener accepts; this one accepts Basic (``realm="WSMAN"``), which
-Windows allows only when ``AllowUnencrypted``/Basic are enabled on the
-service, as for a test peer on the loopback.
+HTTP 401 with a ``WWW-Authenticate`` challenge per scheme the listener
+accepts: ``Negotiate`` (NTLM here, then messages sealed as [MS-WSMV]
+2.2.9.1.1 describes; see :mod:`.ntlm`) and ``Basic realm="WSMAN"``, which
+Windows allows only when Basic (and, over http, AllowUnencrypted) is
+enabled on the service, as for a test peer on the loopback.  A connection
+authenticated by Negotiate stays authenticated; restarting the service
+(``restart_service``) closes every connection and so every session.
 
 ``POST /lmcaps-sim/<operation>`` (JSON in, JSON out) controls the model for
 tests: it is not WinRM and needs no credentials.
