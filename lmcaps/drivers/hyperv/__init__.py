@@ -42,6 +42,7 @@ gone (``MigrationGone``).
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import threading
 import urllib.parse
@@ -55,6 +56,7 @@ from lmcaps import exception
 from lmcaps.drivers import base
 from lmcaps.drivers.hyperv import jobs
 
+LOG = logging.getLogger(__name__)
 TRANSPORTS = ('ntlm', 'kerberos', 'credssp', 'basic')
 STOP_STATES = {'kill': jobs.KILL, 'terminate': jobs.TERMINATE}
 
@@ -225,22 +227,57 @@ class HyperVDriver(base.LiveMigrationDriver):
 
     # -- starting ---------------------------------------------------------
 
-    def _start(self, spec: base.MigrationSpec) -> base.Migration:
-        destination = self._client_for(spec.destination)
+    def _find_vm(self, instance: str) -> str:
+        """The Name (GUID) of the one source VM whose ElementName it is."""
         ws, source = self._ws, self._source
         try:
             wql = ('SELECT * FROM Msvm_ComputerSystem WHERE ElementName = ' +
-                   ws.wql_string(spec.instance))
+                   ws.wql_string(instance))
         except ValueError as exc:
             raise exception.DriverError(
-                driver=self.name, reason=f'VM name {spec.instance!r}: '
+                driver=self.name, reason=f'VM name {instance!r}: '
                                          f'{exc}') from exc
         found = self._call('find the VM', lambda: source.query(wql))
         if len(found) != 1:
             raise exception.DriverError(
                 driver=self.name, reason=f'{len(found)} VMs named '
-                f'{spec.instance!r} on {source.machine} (need exactly one)')
-        vm = found[0]['Name']
+                f'{instance!r} on {source.machine} (need exactly one)')
+        return str(found[0]['Name'])
+
+    def guest_data_gib(self, spec: base.MigrationSpec) -> float:
+        """The VM's memory in GiB (at least 2), as nova counts it.
+
+        From the realized ``Msvm_VirtualSystemSettingData`` of the VM and its
+        ``Msvm_MemorySettingData.VirtualQuantity`` (MiB), by association.
+        The 2 GiB floor when the source cannot tell (logged).
+
+        :raises: DriverError when the VM is not on the source.
+        """
+        self.connect()
+        vm = self._find_vm(spec.instance)
+        ws, source = self._ws, self._source
+        try:
+            system = ws.Ref('Msvm_ComputerSystem', {
+                'CreationClassName': 'Msvm_ComputerSystem', 'Name': vm})
+            realized = [s for s in source.associated(
+                system, 'Msvm_VirtualSystemSettingData')
+                if str(s.get('VirtualSystemType', '')).endswith(':Realized')]
+            memory = source.associated(
+                ws.Ref('Msvm_VirtualSystemSettingData',
+                       {'InstanceID': realized[0]['InstanceID']}),
+                'Msvm_MemorySettingData')
+            mib = int(memory[0]['VirtualQuantity'])
+        except (ws.Error, IndexError, KeyError, TypeError, ValueError) as exc:
+            LOG.warning('hyperv: memory of VM %s unknown (%s); counting the '
+                        '2 GiB floor', spec.instance, exc)
+            return 2.0
+        return base.data_gib(mib * 1024 ** 2)
+
+    def _start(self, spec: base.MigrationSpec) -> base.Migration:
+        destination = self._client_for(spec.destination)
+        ws, source = self._ws, self._source
+        vm = self._find_vm(spec.instance)
+        data = self.guest_data_gib(spec)
         service = self._migration_service()
         system = ws.Ref('Msvm_ComputerSystem', {
             'CreationClassName': 'Msvm_ComputerSystem', 'Name': vm})
@@ -261,7 +298,7 @@ class HyperVDriver(base.LiveMigrationDriver):
         job_id = job.selectors['InstanceID']
         host = urllib.parse.urlsplit(self.options.endpoint).hostname
         return base.Migration(
-            spec=spec, data_gib=self.guest_data_gib(spec),
+            spec=spec, data_gib=data,
             reference=jobs.job_path(host or '.', job_id),
             backend=_State(job_id, vm, destination),
             extra={'vm': vm})

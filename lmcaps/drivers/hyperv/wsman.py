@@ -15,7 +15,10 @@ windows_protocols/ms-wsmv/):
   root/virtualization/v2/<class>`` (3.1.4.1.1);
 * Get (WS-Transfer) of one instance by its key selectors;
 * Enumerate + Pull (WS-Enumeration) with ``wsman:OptimizeEnumeration`` and a
-  WQL ``wsman:Filter`` on ``…/v2/*`` (3.1.4.1.13);
+  WQL ``wsman:Filter`` on ``…/v2/*`` (3.1.4.1.13; the class is named by the
+  query, "Querying for Specific Instances of a Resource" in the WinRM
+  docs), or an association filter (DSP0227 ``b:AssociatedInstances``, the
+  ``-Dialect Association`` of ``Get-WSManInstance``);
 * method invocation: ``wsa:Action`` = class URI + ``/`` + method, body
   ``<Method_INPUT>``, reply ``<Method_OUTPUT>`` (4.1.4).
 
@@ -41,9 +44,12 @@ NS = {
     'w': 'http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd',
     'n': 'http://schemas.xmlsoap.org/ws/2004/09/enumeration',
     'xsi': 'http://www.w3.org/2001/XMLSchema-instance',
+    'b': 'http://schemas.dmtf.org/wbem/wsman/1/cimbinding.xsd',
 }
 WMI_V2 = 'http://schemas.microsoft.com/wbem/wsman/1/wmi/root/virtualization/v2'
 WQL = 'http://schemas.microsoft.com/wbem/wsman/1/WQL'
+ASSOCIATION = ('http://schemas.dmtf.org/wbem/wsman/1/cimbinding/'
+               'associationFilter')
 ANONYMOUS = 'http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous'
 GET = 'http://schemas.xmlsoap.org/ws/2004/09/transfer/Get'
 ENUMERATE = 'http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate'
@@ -173,11 +179,27 @@ class Client:
 
     def query(self, wql: str) -> list[dict[str, Any]]:
         """The instances a WQL data query selects (Enumerate + Pull)."""
+        filt = ET.Element(q('w', 'Filter'), Dialect=WQL)
+        filt.text = wql
+        return self._enumerate(filt)
+
+    def associated(self, ref: Ref, result_class: str,
+                   association: str = '') -> list[dict[str, Any]]:
+        """The instances of ``result_class`` associated with ``ref``."""
+        filt = ET.Element(q('w', 'Filter'), Dialect=ASSOCIATION)
+        spec = ET.SubElement(filt, q('b', 'AssociatedInstances'))
+        _ref_into(ET.SubElement(spec, q('b', 'Object')), ref)
+        if association:
+            ET.SubElement(spec, q('b', 'AssociationClassName')).text = \
+                association
+        ET.SubElement(spec, q('b', 'ResultClassName')).text = result_class
+        return self._enumerate(filt)
+
+    def _enumerate(self, filt: ET.Element) -> list[dict[str, Any]]:
         enum = ET.Element(q('n', 'Enumerate'))
         ET.SubElement(enum, q('w', 'OptimizeEnumeration'))
         ET.SubElement(enum, q('w', 'MaxElements')).text = str(MAX_ELEMENTS)
-        filt = ET.SubElement(enum, q('w', 'Filter'), Dialect=WQL)
-        filt.text = wql
+        enum.append(filt)
         uri = f'{WMI_V2}/*'
         reply = self._send(ENUMERATE, uri, {}, [enum])
         found: list[dict[str, Any]] = []

@@ -125,6 +125,14 @@ class ScenarioTest(testtools.TestCase):
                              (event.event, event.result))
             self.assertIn(f'force_complete_{mode}', event.details)
 
+    def test_data_size_is_the_vm_memory(self):
+        name = self.vm(memory_mib=8192, migration_seconds=0.3)
+        self.assertEqual(8.0, self.driver.guest_data_gib(cb.spec(name)))
+        migration = self.driver.start_migration(cb.spec(name))
+        self.assertEqual(8.0, migration.data_gib)
+        self.assertEqual(2.0, self.driver.guest_data_gib(cb.spec(self.vm(
+            memory_mib=512))))
+
     # -- names are data -----------------------------------------------------
 
     def test_injection_names_are_migrated_as_plain_names(self):

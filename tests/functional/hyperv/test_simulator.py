@@ -220,6 +220,43 @@ class SimulatorTest(testtools.TestCase):
             self.assertEqual(code, exc.wsman_fault_code)
             self.assertTrue(exc.reason.strip())
 
+    def test_association_filter_reaches_the_memory_settings(self) -> None:
+        name = self.sim.add_vm('sim-assoc', memory_mib=4096)
+        b = 'http://schemas.dmtf.org/wbem/wsman/1/cimbinding.xsd'
+
+        def associated(cls: str, selectors: dict[str, str],
+                       result: str) -> list[dict[str, str]]:
+            enum = ET.Element(f'{{{N}}}Enumerate')
+            ET.SubElement(enum, f'{{{W}}}OptimizeEnumeration')
+            ET.SubElement(enum, f'{{{W}}}MaxElements').text = '10'
+            filt = ET.SubElement(enum, f'{{{W}}}Filter', Dialect=(
+                'http://schemas.dmtf.org/wbem/wsman/1/cimbinding/'
+                'associationFilter'))
+            spec = ET.SubElement(filt, f'{{{b}}}AssociatedInstances')
+            obj = ET.SubElement(spec, f'{{{b}}}Object')
+            ET.SubElement(obj, f'{{{A}}}Address').text = (
+                'http://schemas.xmlsoap.org/ws/2004/08/addressing/role/'
+                'anonymous')
+            ref = ET.SubElement(obj, f'{{{A}}}ReferenceParameters')
+            ET.SubElement(ref, f'{{{W}}}ResourceURI').text = f'{V2}/{cls}'
+            sels = ET.SubElement(ref, f'{{{W}}}SelectorSet')
+            for key, value in selectors.items():
+                ET.SubElement(sels, f'{{{W}}}Selector', Name=key).text = value
+            ET.SubElement(spec, f'{{{b}}}ResultClassName').text = result
+            reply = self.send(ENUMERATE, V2 + '/*', enum)[0]
+            return [{c.tag.rsplit('}', 1)[1]: c.text or '' for c in item}
+                    for item in reply.find(f'{{{W}}}Items')]
+
+        [vssd] = associated('Msvm_ComputerSystem', {
+            'CreationClassName': 'Msvm_ComputerSystem', 'Name': name},
+            'Msvm_VirtualSystemSettingData')
+        self.assertEqual('Microsoft:Hyper-V:System:Realized',
+                         vssd['VirtualSystemType'])
+        [memory] = associated('Msvm_VirtualSystemSettingData', {
+            'InstanceID': vssd['InstanceID']}, 'Msvm_MemorySettingData')
+        self.assertEqual(('4096', 'byte * 2^20'), (
+            memory['VirtualQuantity'], memory['AllocationUnits']))
+
     # -- names are data -----------------------------------------------------
 
     def test_injection_names_are_data(self) -> None:

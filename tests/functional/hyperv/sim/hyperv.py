@@ -24,6 +24,13 @@ Modelled from Microsoft's documentation of the Hyper-V WMI provider v2
 * ``Msvm_MigrationJob.RequestStateChange`` (…/requeststatechange-msvm-
   migrationjob): ``RequestedState`` 4 Terminate or 5 Kill; returns 0 or
   one of 32768..32778 (32775 Invalid state for this operation).
+* a VM's settings: ``Msvm_VirtualSystemSettingData`` (…/msvm-
+  virtualsystemsettingdata; ``VirtualSystemType``
+  ``Microsoft:Hyper-V:System:Realized`` for the running configuration),
+  associated with the VM by ``Msvm_SettingsDefineState``, and its
+  ``Msvm_MemorySettingData`` (…/msvm-memorysettingdata; ``VirtualQuantity``
+  in ``AllocationUnits`` "byte * 2^20", i.e. MiB), associated with the
+  settings by ``Msvm_VirtualSystemSettingDataComponent``.
 
 What the documentation leaves open is modelled as live migration works
 and said here: during the copy the VM keeps running on the source and the
@@ -99,6 +106,22 @@ class VM:
     cancellable_until: float = 0.95
     complete_on_cancel: bool = False
     migrating: bool = False
+    memory_id: str = dataclasses.field(
+        default_factory=lambda: str(uuid.uuid4()).upper())
+
+    def settings(self) -> dict[str, Any]:
+        return {'Caption': 'Virtual Machine Settings',
+                'ElementName': self.element_name,
+                'InstanceID': f'Microsoft:{self.name}',
+                'VirtualSystemIdentifier': self.name,
+                'VirtualSystemType': 'Microsoft:Hyper-V:System:Realized'}
+
+    def memory(self) -> dict[str, Any]:
+        return {'AllocationUnits': 'byte * 2^20', 'Caption': 'Memory',
+                'ElementName': 'Memory',
+                'InstanceID': f'Microsoft:{self.name}\\{self.memory_id}',
+                'Reservation': self.memory_mib, 'ResourceType': 4,
+                'VirtualQuantity': self.memory_mib}
 
     def properties(self) -> dict[str, Any]:
         return {
@@ -219,20 +242,53 @@ class HostPair:
                     if self.job_hosts[i] == host]
         return [job.properties() for job in jobs]
 
+    def _vms_of(self, host: str) -> list[VM]:
+        with self.lock:
+            return [vm for vm in self.vms.values() if vm.host == host]
+
     def instances(self, host: str, class_name: str) -> list[dict[str, Any]]:
         """Every instance of a class on a host; [] for unknown classes."""
         table = {'msvm_computersystem': self.computer_systems,
                  'msvm_virtualsystemmigrationservice':
                      self.migration_services,
                  'msvm_migrationjob': self.migration_jobs,
-                 'msvm_concretejob': self.migration_jobs}
+                 'msvm_concretejob': self.migration_jobs,
+                 'msvm_virtualsystemsettingdata': lambda h: [
+                     vm.settings() for vm in self._vms_of(h)],
+                 'msvm_memorysettingdata': lambda h: [
+                     vm.memory() for vm in self._vms_of(h)]}
         getter = table.get(class_name.casefold())
         return [] if getter is None else getter(host)
 
     def known_class(self, class_name: str) -> bool:
         return class_name.casefold() in (
             'msvm_computersystem', 'msvm_virtualsystemmigrationservice',
-            'msvm_migrationjob', 'msvm_concretejob')
+            'msvm_migrationjob', 'msvm_concretejob',
+            'msvm_virtualsystemsettingdata', 'msvm_memorysettingdata')
+
+    def associated(self, host: str, class_name: str, row: dict[str, Any],
+                   association: str = '', result_class: str = ''
+                   ) -> list[tuple[str, dict[str, Any]]]:
+        """Instances associated with ``row`` (class, properties) pairs."""
+        links = {
+            'msvm_computersystem': ('Msvm_SettingsDefineState',
+                                    'Msvm_VirtualSystemSettingData',
+                                    'Name', VM.settings),
+            'msvm_virtualsystemsettingdata': (
+                'Msvm_VirtualSystemSettingDataComponent',
+                'Msvm_MemorySettingData', 'VirtualSystemIdentifier',
+                VM.memory),
+        }
+        link = links.get(class_name.casefold())
+        if link is None:
+            return []
+        assoc, result, key, make = link
+        if association and association.casefold() != assoc.casefold():
+            return []
+        if result_class and result_class.casefold() != result.casefold():
+            return []
+        return [(result, make(vm)) for vm in self._vms_of(host)
+                if vm.name == row.get(key)]
 
     def expire(self) -> None:
         """Delete finished jobs older than TimeBeforeRemoval."""

@@ -18,7 +18,12 @@ WS-Enumeration (2004/09):
   WQL dialect ``http://schemas.microsoft.com/wbem/wsman/1/WQL``
   ([MS-WSMV] 3.1.4.1.13); ``wsman:OptimizeEnumeration`` and
   ``wsman:MaxElements`` return items in the Enumerate reply, with
-  ``wsman:EndOfSequence`` when none is left.
+  ``wsman:EndOfSequence`` when none is left; the association filter
+  dialect ``…/cimbinding/associationFilter`` (DSP0227, WS-Management CIM
+  binding: ``b:AssociatedInstances`` with ``b:Object``,
+  ``b:AssociationClassName``, ``b:ResultClassName``) enumerates the
+  instances associated with one, as ``Get-WSManInstance -Dialect
+  Association`` does.
 * Custom actions invoke a WMI method: ``wsa:Action`` = the class resource
   URI + ``/`` + method, body ``<Method_INPUT>`` in the class namespace,
   reply ``<Method_OUTPUT>`` with ``ReturnValue`` and the out parameters;
@@ -55,6 +60,7 @@ NS = {
     'f': 'http://schemas.microsoft.com/wbem/wsman/1/wsmanfault',
     'xsi': 'http://www.w3.org/2001/XMLSchema-instance',
     'cim': 'http://schemas.dmtf.org/wbem/wscim/1/common',
+    'b': 'http://schemas.dmtf.org/wbem/wsman/1/cimbinding.xsd',
 }
 for _prefix, _uri in NS.items():
     ET.register_namespace(_prefix, _uri)
@@ -62,6 +68,8 @@ for _prefix, _uri in NS.items():
 WMI = 'http://schemas.microsoft.com/wbem/wsman/1/wmi/'
 NAMESPACE = 'root/virtualization/v2'
 WQL_DIALECT = 'http://schemas.microsoft.com/wbem/wsman/1/WQL'
+ASSOCIATION_DIALECT = ('http://schemas.dmtf.org/wbem/wsman/1/cimbinding/'
+                       'associationFilter')
 ANONYMOUS = 'http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous'
 GET = 'http://schemas.xmlsoap.org/ws/2004/09/transfer/Get'
 ENUMERATE = 'http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate'
@@ -78,6 +86,8 @@ KEYS = {
         'SystemName'),
     'msvm_migrationjob': ('InstanceID',),
     'msvm_concretejob': ('InstanceID',),
+    'msvm_virtualsystemsettingdata': ('InstanceID',),
+    'msvm_memorysettingdata': ('InstanceID',),
 }
 
 # wsmerror.h
@@ -318,7 +328,11 @@ class Service:
                         'namespace needs a WQL filter',
                         code=CANNOT_PROCESS_FILTER, action=ENUM_FAULT)
         rows: list[dict[str, Any]]
-        if filt is not None:
+        items: list[tuple[str, dict[str, Any]]] | None = None
+        if filt is not None and filt.get('Dialect') == ASSOCIATION_DIALECT:
+            items = self._associated(filt)
+            rows = []
+        elif filt is not None:
             if filt.get('Dialect', WQL_DIALECT) != WQL_DIALECT:
                 raise Fault('n:FilterDialectRequestedUnavailable',
                             f'Filter dialect {filt.get("Dialect")!r} is not '
@@ -330,7 +344,8 @@ class Service:
                             f'{cls} does not exist in {NAMESPACE}',
                             code=DESTINATION_UNREACHABLE)
             rows = self.model.instances(self.host, cls)
-        items = [(self._real_class(cls, row), row) for row in rows]
+        if items is None:
+            items = [(self._real_class(cls, row), row) for row in rows]
         context = f'uuid:{uuid.uuid4()}'
         reply = ET.Element(q('n', 'EnumerateResponse'))
         if enum.find('w:OptimizeEnumeration', NS) is not None:
@@ -348,6 +363,25 @@ class Service:
         reply[:] = sorted(reply, key=lambda e: e.tag != q(
             'n', 'EnumerationContext'))
         return reply
+
+    def _associated(self, filt: ET.Element
+                    ) -> list[tuple[str, dict[str, Any]]]:
+        """An association filter (DSP0227 ``b:AssociatedInstances``)."""
+        spec = filt.find('b:AssociatedInstances', NS)
+        params = None if spec is None else spec.find(
+            'b:Object/a:ReferenceParameters', NS)
+        if params is None:
+            raise Fault('n:CannotProcessFilter', 'The association filter '
+                        'needs b:AssociatedInstances with a b:Object',
+                        code=CANNOT_PROCESS_FILTER, action=ENUM_FAULT)
+        cls = resource_class(params.findtext('w:ResourceURI', '', NS) or '')
+        selectors = {sel.get('Name', ''): sel.text or '' for sel in
+                     params.findall('w:SelectorSet/w:Selector', NS)}
+        row = self._find(cls, selectors)
+        return self.model.associated(
+            self.host, cls, row,
+            spec.findtext('b:AssociationClassName', '', NS) or '',
+            spec.findtext('b:ResultClassName', '', NS) or '')
 
     def _query(self, cls: str, text: str
                ) -> tuple[str, list[dict[str, Any]]]:
