@@ -93,6 +93,32 @@ lmcaps_opts = [
                       'force-complete, locating the guest) may take before '
                       'it is abandoned and reported, so that a hung backend '
                       'never holds the monitor.'),
+    cfg.IntOpt('timeout_action_attempts',
+               default=3, min=1, max=100,
+               help='Attempts of one timeout action (refused, failed, timed '
+                    'out or without effect) before escalating to the next '
+                    'in the chain post-copy -> pause -> abort. Related: '
+                    'timeout_action_escalation.'),
+    cfg.FloatOpt('timeout_action_backoff',
+                 default=0.5, min=0.0, max=3600.0,
+                 help='Seconds before retrying a timeout action that did not '
+                      'take effect; doubled per attempt up to '
+                      'timeout_action_backoff_max.'),
+    cfg.FloatOpt('timeout_action_backoff_max',
+                 default=8.0, min=0.0, max=86400.0,
+                 help='Longest wait between two attempts of a timeout '
+                      'action, in seconds.'),
+    cfg.FloatOpt('timeout_action_effect_timeout',
+                 default=5.0, min=0.0, max=3600.0,
+                 help='Seconds an accepted timeout action has to show its '
+                      'effect (cancelling/cancelled, post-copy, paused) '
+                      'before it counts as ineffective and is retried.'),
+    cfg.BoolOpt('timeout_action_escalation',
+                default=True,
+                help='When force_complete does not take effect, escalate '
+                     'from post-copy to pause to abort (each only where the '
+                     'host supports it); abort is never escalated and never '
+                     'used in post-copy.'),
     cfg.IntOpt('monitor_workers',
                default=8, min=1,
                help='Threads that carry out timeout actions and polls for '
@@ -112,9 +138,15 @@ def driver_group(name: str) -> str:
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """All options, for oslo-config-generator: ours and each driver's."""
+    import warnings
+
     from lmcaps import drivers  # imports no hypervisor client library
     result = [(GROUP, list(lmcaps_opts))]
-    for name, cls in sorted(drivers.driver_classes().items()):
+    found = drivers.scan()
+    for name, reason in sorted(found.failures.items()):
+        warnings.warn(f'lmcaps driver {name!r} does not load, its options are '
+                      f'left out: {reason}', RuntimeWarning, stacklevel=2)
+    for name, cls in sorted(found.classes.items()):
         opts = list(cls.list_opts())
         if opts:
             result.append((driver_group(name), opts))

@@ -104,6 +104,17 @@ class EventStore(abc.ABC):
     def list_events(self, instance_uuid: str) -> list[EventRecord]:
         """Every event of every action of an instance, oldest first."""
 
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        """Every ``event`` recorded by ``host`` (any host if None), oldest
+        first, across instances.
+
+        :raises: EventStoreError where the store cannot search.
+        """
+        from lmcaps import exception
+        raise exception.EventStoreError(
+            url=type(self).__name__, reason='it cannot search events')
+
     def close(self) -> None:
         """Release connections."""
 
@@ -186,6 +197,13 @@ class MemoryEventStore(EventStore):
         with self._lock:
             return [EventRecord(**ev) for ev in self._events
                     if ev['instance_uuid'] == instance_uuid]
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        with self._lock:
+            return [EventRecord(**ev) for ev in self._events
+                    if ev['event'] == event and
+                    (host is None or ev['host'] == host)]
 
 
 def details_text(lines: Mapping[str, str] | list[str]) -> str:

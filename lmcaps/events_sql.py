@@ -95,6 +95,21 @@ _LIST_EVENTS = (
     .where(actions.c.instance_uuid == sa.bindparam('instance_uuid'))
     .order_by(action_events.c.start_time, action_events.c.id))
 
+_FIND_EVENTS = (
+    sa.select(*_LIST_EVENTS.selected_columns)
+    .join(actions, actions.c.id == action_events.c.action_id)
+    .order_by(action_events.c.start_time, action_events.c.id))
+
+
+def _event_record(r: Any) -> events.EventRecord:
+    return events.EventRecord(
+        id=r.id, action_id=r.action_id, request_id=r.request_id,
+        instance_uuid=r.instance_uuid, action=r.action, event=r.event,
+        start_time=_aware(r.start_time),  # type: ignore[arg-type]
+        finish_time=_aware(r.finish_time), result=r.result,
+        traceback=r.traceback, host=r.host, details=r.details)
+
+
 _PASSWORD_RE = re.compile(r'(://[^:/@]*:).*@')
 _READ_ONLY = 'lmcaps_read_only'
 
@@ -338,13 +353,16 @@ class SQLEventStore(events.EventStore):
         with self._reader() as conn:
             rows = conn.execute(_LIST_EVENTS,
                                 {'instance_uuid': instance_uuid}).all()
-        return [events.EventRecord(
-            id=r.id, action_id=r.action_id, request_id=r.request_id,
-            instance_uuid=r.instance_uuid, action=r.action, event=r.event,
-            start_time=_aware(r.start_time),
-            finish_time=_aware(r.finish_time), result=r.result,
-            traceback=r.traceback, host=r.host, details=r.details)
-            for r in rows]
+        return [_event_record(r) for r in rows]
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[events.EventRecord]:
+        query = _FIND_EVENTS.where(action_events.c.event == event)
+        if host is not None:
+            query = query.where(action_events.c.host == host)
+        with self._reader() as conn:
+            rows = conn.execute(query).all()
+        return [_event_record(r) for r in rows]
 
     def list_actions(self, instance_uuid: str) -> list[events.ActionRecord]:
         """Every action of an instance, oldest first."""

@@ -1,32 +1,71 @@
 """One live migration end to end: validate, pre-check, start, monitor, record.
 
 This is what ``lmcaps migrate`` runs, and what an embedding host without
-its own monitor can call.
+its own monitor can call; :func:`resume` is what ``lmcaps watch`` runs to
+take over migrations whose lmcaps process died.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from oslo_config import cfg
 
 from lmcaps import checks
 from lmcaps import events as lmcaps_events
+from lmcaps import exception
 from lmcaps import monitor as lmcaps_monitor
 from lmcaps import policy as lmcaps_policy
 from lmcaps import precheck as lmcaps_precheck
+from lmcaps import registry
 from lmcaps import request as lmcaps_request
 from lmcaps.drivers import base
 
 LOG = logging.getLogger(__name__)
 
+#: Seconds an interrupted migration is given to show its abort took effect.
+INTERRUPT_SETTLE = 30.0
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (SIGTERM, SIGHUP), like SIGINT."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class MigrationContinues(exception.LmcapsException):
+    """Interrupted in post-copy: the migration goes on without us."""
+
+    msg_fmt = ('%(instance)s: interrupted (%(why)s) in post-copy: the '
+               'migration goes on; "lmcaps watch" records its end')
+
+
+def _iso(wall: float | None) -> str | None:
+    if wall is None:
+        return None
+    return datetime.datetime.fromtimestamp(
+        wall, datetime.timezone.utc).isoformat(timespec='milliseconds')
+
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """How a migration ended, for people and scripts."""
+    """How a migration ended, for people and scripts.
+
+    :param instance: the name the operator gave; :attr:`instance_uuid` is
+        what events are recorded under.
+    :param policy: each value with its source, e.g.
+        ``{'completion_timeout': {'value': 300, 'source': 'request'}}``.
+    :param started_at, deadline: ISO 8601 UTC timestamps.
+    :param attempts: one line per attempt of the timeout action.
+    """
 
     instance: str
     request_id: str
@@ -39,11 +78,18 @@ class Summary:
     #: seconds from the deadline to the action call returning, if it fired
     reaction: float | None = None
     message: str = ''
+    instance_uuid: str = ''
+    started_at: str | None = None
+    deadline: str | None = None
+    attempts: tuple[str, ...] = ()
+    interrupted: str | None = None
 
     def line(self) -> str:
         forced = {'postcopy': ' (forced by post-copy)',
                   'pause': ' (forced by pausing the guest)'}
         text = f'{self.instance}: {self.outcome}'
+        if self.interrupted:
+            text += f' (interrupted by {self.interrupted})'
         if self.outcome == 'completed' and self.action in forced:
             text += forced[self.action]
         text += f' after {self.elapsed:.1f} s; guest: {self.guest_on}'
@@ -54,20 +100,38 @@ class Summary:
         return text
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self) | {'policy': dict(self.policy)}
+        data = dataclasses.asdict(self)
+        data['policy'] = {k: dict(v) for k, v in self.policy.items()}
+        data['attempts'] = list(self.attempts)
+        return data
 
 
 #: exit code per outcome, for scripts
 EXIT_CODES = {'completed': 0, 'aborted': 3, 'cancelled': 3, 'failed': 4}
+#: exit code when interrupted in post-copy (the migration goes on)
+EXIT_CONTINUES = 5
 
 _OUTCOME = {base.Phase.COMPLETED: 'completed', base.Phase.FAILED: 'failed',
             base.Phase.CANCELLED: 'cancelled'}
 
 
+def policy_with_sources(pol: lmcaps_policy.EffectivePolicy) -> dict:
+    """``{field: {'value': ..., 'source': ...}}`` for the JSON summary."""
+    values = pol.as_dict()
+    fields = ('completion_timeout', 'timeout_action', 'force_complete_mode')
+    out = {f: {'value': values[f], 'source': pol.sources.get(f, 'config')}
+           for f in fields}
+    out['mode'] = {'value': values['mode'], 'source': 'host declaration'}
+    out['permit_post_copy'] = {'value': pol.permit_post_copy,
+                               'source': 'config'}
+    return out
+
+
 def precheck(conf: cfg.ConfigOpts, runner: checks.PreCheckRunner,
              driver: base.LiveMigrationDriver, spec: base.MigrationSpec,
              values: Mapping, store: lmcaps_events.EventStore,
-             request_id: str) -> lmcaps_precheck.Verdict:
+             request_id: str, instance_uuid: str | None = None
+             ) -> lmcaps_precheck.Verdict:
     """Resolve the policy and run the pre-checks; records the event.
 
     :param runner: the loaded checks (load them before touching a backend,
@@ -77,28 +141,40 @@ def precheck(conf: cfg.ConfigOpts, runner: checks.PreCheckRunner,
     :raises: MigrationPreCheckFailed (event recorded, report attached).
     """
     return lmcaps_precheck.run(
-        conf, store, request_id, spec.instance,
+        conf, store, request_id, instance_uuid or spec.instance,
         lmcaps_precheck.request_layers(values), driver=driver, spec=spec,
         runner=runner)
+
+
+OnProgress = Callable[[base.Migration, base.Progress, float | None], None]
 
 
 def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         spec: base.MigrationSpec, body: Mapping,
         store: lmcaps_events.EventStore, *,
         request_id: str | None = None,
-        on_progress: Callable[[base.Migration, base.Progress, float | None],
-                              None] | None = None,
+        on_progress: OnProgress | None = None,
         progress_interval: float = 0.5) -> Summary:
     """Run one live migration under lmcaps's pre-checks and monitor.
 
-    :param on_progress: called with (migration, progress, seconds left to
-        the deadline) about every ``progress_interval`` seconds.
-    :raises: InvalidRequest, MigrationPreCheckFailed before anything starts.
+    Events are recorded under the instance's UUID as the driver knows it
+    (``instance_uuid``), the name given in their details.
+
+    :param on_progress: called with (migration, last progress, seconds left
+        to the deadline) about every ``progress_interval`` seconds, from the
+        monitor's last reading (never a driver call).
+    :raises: InvalidRequest, MonitorError (a bad monitor option),
+        MigrationPreCheckFailed before anything starts; MigrationContinues
+        when interrupted in post-copy.
     """
     request_id = request_id or f'req-{uuid.uuid4()}'
     values = lmcaps_request.validate(body)    # before touching the backend
     runner = checks.PreCheckRunner(conf)
-    verdict = precheck(conf, runner, driver, spec, values, store, request_id)
+    mon = lmcaps_monitor.TimeoutMonitor.from_conf(conf, store)  # validated
+    driver.connect()
+    instance_uuid = driver.instance_uuid(spec)
+    verdict = precheck(conf, runner, driver, spec, values, store, request_id,
+                       instance_uuid)
     pol = verdict.policy
     per_instance = pol.sources['completion_timeout'] != lmcaps_policy.CONFIG
     try:
@@ -110,32 +186,136 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         migration = driver.start_migration(spec)
     except Exception as exc:
         where = _observed_before_start(driver, spec)
-        store.record(request_id, spec.instance, lmcaps_events.OUTCOME,
+        store.record(request_id, instance_uuid, lmcaps_events.OUTCOME,
                      lmcaps_events.ERROR, host=conf.lmcaps.host,
                      details=lmcaps_events.details_text({
+                         'instance': spec.instance,
                          'error': f'the migration did not start: {exc}',
                          'guest': where}))
         raise
-    with lmcaps_monitor.TimeoutMonitor.from_conf(conf, store) as mon:
-        watch = mon.watch(driver, migration, pol, instance_uuid=spec.instance,
-                          request_id=request_id)
+    with mon:
+        watch = mon.watch(driver, migration, pol, instance_uuid=instance_uuid,
+                          request_id=request_id, persist=True)
+        outcome = follow(mon, watch, on_progress, progress_interval)
+    return summarize(spec.instance, instance_uuid, request_id, migration,
+                     pol, outcome)
+
+
+def follow(mon: lmcaps_monitor.TimeoutMonitor, watch: lmcaps_monitor.Watch,
+           on_progress: OnProgress | None, interval: float
+           ) -> lmcaps_monitor.Outcome:
+    """Wait for the outcome, showing progress; an interruption aborts.
+
+    SIGINT (KeyboardInterrupt) and :class:`Interrupted` abort through the
+    monitor, as a recorded action, unless the migration is in post-copy.
+
+    :raises: MigrationContinues when interrupted in post-copy.
+    """
+    why: str | None = None
+    while True:
         try:
-            outcome = _follow(driver, migration, pol, watch, on_progress,
-                              progress_interval)
-        except BaseException:
-            _give_up(driver, migration, watch)
-            raise
+            outcome = watch.wait(interval)
+            if outcome is not None:
+                return outcome
+            if on_progress is not None and watch.progress is not None:
+                deadline = watch.deadline
+                left = None if deadline is None else deadline - time.monotonic()
+                note = getattr(on_progress, 'note', None)
+                attempts = watch.attempts
+                if note is not None and attempts:
+                    last = attempts[-1]
+                    note(f'{last.action} ' + (
+                        'fired' if last.result.value == 'pending'
+                        else 'took effect' if last.result.value ==
+                        'effective' else last.result.value))
+                try:
+                    on_progress(watch.migration, watch.progress, left)
+                except Exception:  # display only; the monitor decides
+                    LOG.debug('progress display failed', exc_info=True)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            why = getattr(exc, 'signal_name', 'SIGINT')
+            break
+    LOG.warning('interrupted by %s: aborting migration %s', why,
+                watch.migration.id)
+    if not mon.interrupt(watch, why):
+        raise MigrationContinues(instance=watch.migration.spec.instance,
+                                 why=why)
+    outcome = watch.wait(INTERRUPT_SETTLE)
+    if outcome is None:
+        raise MigrationContinues(instance=watch.migration.spec.instance,
+                                 why=f'{why}; the abort did not take effect '
+                                     f'within {INTERRUPT_SETTLE:g} s')
+    return outcome
+
+
+def summarize(instance: str, instance_uuid: str, request_id: str,
+              migration: base.Migration, pol: lmcaps_policy.EffectivePolicy,
+              outcome: lmcaps_monitor.Outcome) -> Summary:
+    """The summary of an outcome."""
     name = _OUTCOME.get(outcome.phase, outcome.phase.value)
     if outcome.phase is base.Phase.CANCELLED and outcome.action == 'abort':
         name = 'aborted'
+    deadline = (None if pol.completion_timeout is None else
+                migration.started_wall + pol.completion_timeout)
     return Summary(
-        instance=spec.instance, request_id=request_id, outcome=name,
+        instance=instance, request_id=request_id, outcome=name,
         action=outcome.action, action_error=outcome.action_error,
-        guest_on=str(outcome.location), policy=pol.as_dict(),
+        guest_on=str(outcome.location), policy=policy_with_sources(pol),
         elapsed=migration.elapsed,
         reaction=(None if outcome.fired_at is None or outcome.deadline is None
                   else outcome.fired_at - outcome.deadline),
-        message=outcome.message)
+        message=outcome.message, instance_uuid=instance_uuid,
+        started_at=_iso(migration.started_wall), deadline=_iso(deadline),
+        attempts=tuple(a.describe() for a in outcome.attempts),
+        interrupted=outcome.interrupted)
+
+
+def resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
+           store: lmcaps_events.EventStore, *,
+           on_line: Callable[[str], None] = LOG.info,
+           on_progress: OnProgress | None = None) -> list[Summary]:
+    """Re-attach to this host's open watches of ``driver`` and enforce them.
+
+    Each migration keeps its original deadline.  A migration the backend no
+    longer has gets an outcome event saying so, with the guest's observed
+    location.
+
+    :returns: one summary per migration re-attached (ended).
+    """
+    host = conf.lmcaps.host
+    mon = lmcaps_monitor.TimeoutMonitor.from_conf(conf, store)
+    driver.connect()
+    taken: list[tuple[registry.OpenWatch, base.Migration, Any]] = []
+    with mon:
+        for found in registry.open_watches(store, host):
+            if found.ref.driver != driver.name:
+                continue
+            try:
+                migration = driver.reattach(found.ref)
+            except exception.MigrationGone as exc:
+                where = _observed_before_start(driver, found.ref.spec)
+                store.record(found.request_id, found.instance_uuid,
+                             lmcaps_events.OUTCOME, lmcaps_events.ERROR,
+                             host=host, details=lmcaps_events.details_text({
+                                 'error': exc.message, 'guest': where}))
+                on_line(f'{found.ref.spec.instance}: {exc.message}; guest: '
+                        f'{where}')
+                continue
+            watch = mon.watch(driver, migration, found.policy,
+                              instance_uuid=found.instance_uuid,
+                              request_id=found.request_id)
+            on_line(f'{found.ref.spec.instance}: re-attached to '
+                    f'{found.ref.reference}')
+            taken.append((found, migration, watch))
+        results = []
+        for found, migration, watch in taken:
+            outcome = follow(mon, watch, on_progress, 0.5)
+            summary = summarize(found.ref.spec.instance, found.instance_uuid,
+                                found.request_id, migration, found.policy,
+                                outcome)
+            on_line(summary.line())
+            results.append(summary)
+    return results
 
 
 def _observed_before_start(driver: base.LiveMigrationDriver,
@@ -143,40 +323,3 @@ def _observed_before_start(driver: base.LiveMigrationDriver,
     """Where the guest is after a failed start: asked, when the driver can."""
     probe = base.Migration(spec=spec, data_gib=0.0)
     return str(driver.guest_location(probe))
-
-
-def _follow(driver: base.LiveMigrationDriver, migration: base.Migration,
-            pol: lmcaps_policy.EffectivePolicy, watch: lmcaps_monitor.Watch,
-            on_progress: Callable | None, interval: float
-            ) -> lmcaps_monitor.Outcome:
-    """Wait for the monitor's outcome, showing progress meanwhile."""
-    while True:
-        outcome = watch.wait(interval)
-        if outcome is not None:
-            return outcome
-        if on_progress is None:
-            continue
-        left = (None if pol.completion_timeout is None else
-                pol.completion_timeout - migration.elapsed)
-        try:
-            on_progress(migration, driver.get_progress(migration), left)
-        except Exception:  # display only; the monitor decides
-            LOG.debug('progress display failed', exc_info=True)
-
-
-def _give_up(driver: base.LiveMigrationDriver, migration: base.Migration,
-             watch: lmcaps_monitor.Watch, settle: float = 30.0) -> None:
-    """Interrupted (Ctrl-C): abort unless in post-copy, let the monitor see.
-
-    Without this an interrupted ``lmcaps migrate`` would leave a migration
-    running with nobody enforcing its timeout.
-    """
-    try:
-        if driver.get_progress(migration).phase in (
-                base.Phase.PREPARING, base.Phase.PRECOPY, base.Phase.PAUSED):
-            LOG.warning('interrupted: aborting migration %s', migration.id)
-            driver.abort(migration)
-            watch.wait(settle)
-    except Exception:
-        LOG.exception('could not abort migration %s after an interruption',
-                      migration.id)

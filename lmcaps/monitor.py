@@ -1,11 +1,16 @@
-"""The timeout monitor: fires each migration's timeout action exactly once.
+"""The timeout monitor: one effective timeout action per migration.
 
-One scheduler thread keeps a heap of timers: each watched migration has a
-deadline timer (its completion timeout) and a poll timer (to notice the end
-of the migration, staggered and batched).  Driver calls run in a small
-thread pool; a migration never has two driver calls in flight from the
-monitor.  Unlike nova's libvirt monitor the action is latched: it fires once,
-never at ``elapsed == timeout`` and never once the migration is in post-copy.
+One scheduler thread keeps a heap of timers.  Each watched migration has a
+poll timer (to notice progress and its end; polls are batched by tick and
+run in a small pool of workers) and an action timer (its deadline, then
+retries and effect checks).  Actions have their own lane: a due action
+starts a thread of its own at once, so a deadline never queues behind
+polls, event writes or another migration's hung call.  Every driver call
+is bounded by ``[lmcaps] driver_call_timeout`` (the driver base class and
+:func:`lmcaps.drivers.base.bounded`); a hung call is abandoned and
+recorded, and the action retried or escalated (:mod:`lmcaps.latch`).
+Events go through a bounded queue to one writer (:mod:`lmcaps.eventqueue`)
+and are flushed on stop.
 """
 
 from __future__ import annotations
@@ -18,44 +23,60 @@ import logging
 import math
 import threading
 import time
-import traceback
 from collections.abc import Callable
+from typing import Any
 
 from oslo_config import cfg
 
-from lmcaps import capabilities as caps
 from lmcaps import conf as lmcaps_conf
+from lmcaps import eventqueue
 from lmcaps import events
 from lmcaps import exception
+from lmcaps import latch as latch_mod
 from lmcaps import policy as lmcaps_policy
+from lmcaps import registry
 from lmcaps.drivers import base
+from lmcaps.drivers import calls
 from lmcaps.watch import Outcome  # noqa: F401 (part of this API)
 from lmcaps.watch import State
 from lmcaps.watch import Watch
 
 LOG = logging.getLogger(__name__)
 
-ABORT = 'abort'
-POSTCOPY = caps.ForceCompleteMode.POSTCOPY.value
-PAUSE = caps.ForceCompleteMode.PAUSE.value
+ABORT = latch_mod.ABORT
+POSTCOPY = latch_mod.POSTCOPY
+PAUSE = latch_mod.PAUSE
 #: Outcome.action when force_complete had no usable mode on this host.
 FORCE_COMPLETE = 'force_complete'
 
-#: Largest granularity of poll timers, in seconds; polls due in the same
-#: tick run as one batch, so the scheduler wakes at most ~50 times a second
-#: for polls however many migrations are watched.
+#: Largest granularity of poll timers, in seconds.
 MAX_TICK = 0.02
 #: Delay before re-checking a deadline reached exactly (elapsed == timeout).
 RECHECK = 0.001
 #: Fewest migrations a poll batch carries before using another worker.
 MIN_BATCH = 8
+#: Age in seconds up to which the last reading is acted on without a
+#: fresh one (so that a slow get_progress does not delay the action).
+STALE_READING = 5.0
+#: Seconds between two effect readings in the action lane.
+EFFECT_POLL = 0.02
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
+R = latch_mod.Result
 
 
 class _Timer(enum.IntEnum):
-    DEADLINE = 0
+    ACTION = 0
     POLL = 1
+
+
+def _finite(name: str, value: float, low: float, high: float) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise exception.MonitorError(
+            reason=f'{name} = {value!r} is not allowed; allowed: a finite '
+                   f'number from {low:g} to {high:g}')
+    return value
 
 
 class TimeoutMonitor:
@@ -64,58 +85,90 @@ class TimeoutMonitor:
     :param store: where TIMEOUT_ACTION and OUTCOME events are recorded.
     :param host: the host name recorded in events.
     :param poll_interval: seconds between two progress polls of a migration.
-    :param workers: threads performing driver calls, shared by all.
+    :param workers: threads polling migrations, shared by all.
     :param clock: monotonic clock; must be the clock of
         ``Migration.started_at``.
+    :param attempts_per_step, backoff, backoff_max, effect_timeout,
+        escalate: the latch's retry and escalation (:mod:`lmcaps.latch`).
+    :raises: MonitorError for a value out of range (before anything runs).
     """
 
     def __init__(self, store: events.EventStore, *, host: str | None = None,
                  poll_interval: float = 0.5, workers: int = 8,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if not poll_interval > 0 or workers < 1:
-            raise ValueError('poll_interval must be > 0 and workers >= 1')
+                 clock: Callable[[], float] = time.monotonic,
+                 attempts_per_step: int = 3, backoff: float = 0.5,
+                 backoff_max: float = 8.0, effect_timeout: float = 5.0,
+                 escalate: bool = True) -> None:
+        self.poll_interval = _finite('monitor_poll_interval', poll_interval,
+                                     0.001, 3600)
+        if not 1 <= int(workers) <= 1024:
+            raise exception.MonitorError(
+                reason=f'monitor_workers = {workers!r} is not allowed; '
+                       f'allowed: 1 to 1024')
+        self.workers = int(workers)
+        self.backoff = _finite('timeout_action_backoff', backoff, 0.0, 3600)
+        self.backoff_max = _finite('timeout_action_backoff_max',
+                                   max(backoff, backoff_max), 0.0, 86400)
+        self.effect_timeout = _finite('timeout_action_effect_timeout',
+                                      effect_timeout, 0.0, 3600)
+        self.attempts_per_step = max(1, int(attempts_per_step))
+        self.escalate = escalate
         self.store = store
         self.host = host
-        self.poll_interval = poll_interval
-        self.workers = workers
+        self.queue = eventqueue.EventQueue(store)
         self._clock = clock
-        self._tick = min(MAX_TICK, poll_interval / 5)
+        self._tick = min(MAX_TICK, self.poll_interval / 5)
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Timer, State]] = []
+        self._dead = 0
         self._seq = itertools.count()
         self._stagger = itertools.count()
         self._states: dict[str, State] = {}
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._stopped = False
+        #: the action lane: a thread per due action, reused when idle
+        self._actions = calls.DaemonPool('lmcaps-action')
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts,
                   store: events.EventStore) -> TimeoutMonitor:
-        """A monitor configured from ``[lmcaps]`` (poll interval, workers)."""
-        group = conf[lmcaps_conf.GROUP]
-        return cls(store, host=group.host,
-                   poll_interval=group.monitor_poll_interval,
-                   workers=group.monitor_workers)
+        """A monitor configured from ``[lmcaps]``, every value checked.
+
+        :raises: MonitorError naming the option and its allowed values.
+        """
+        g = conf[lmcaps_conf.GROUP]
+        _finite('driver_call_timeout', g.driver_call_timeout, 0.1, 3600)
+        return cls(store, host=g.host, poll_interval=g.monitor_poll_interval,
+                   workers=g.monitor_workers,
+                   attempts_per_step=g.timeout_action_attempts,
+                   backoff=g.timeout_action_backoff,
+                   backoff_max=g.timeout_action_backoff_max,
+                   effect_timeout=g.timeout_action_effect_timeout,
+                   escalate=g.timeout_action_escalation)
 
     # -- life cycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Start the scheduler thread and the workers (idempotent)."""
+        """Start the scheduler, the poll workers, the event writer."""
         with self._cond:
             if self._stopped:
                 raise exception.MonitorError(reason='the monitor was stopped')
             if self._thread is not None:
                 return
+            self.queue.start()
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.workers,
-                thread_name_prefix='lmcaps-monitor')
+                max_workers=self.workers, thread_name_prefix='lmcaps-poll')
             self._thread = threading.Thread(
                 target=self._run, name='lmcaps-monitor-timers', daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop; driver calls in flight finish, unfinished watches end."""
+        """Stop; unfinished watches end as no longer enforced here.
+
+        Their persisted watch stays open, so ``lmcaps watch`` can take
+        them over; queued events are flushed.
+        """
         with self._cond:
             if self._stopped:
                 return
@@ -134,14 +187,16 @@ class TimeoutMonitor:
             phase = st.phase or base.Phase.PREPARING
             where = st.driver.guest_location(st.migration)
             LOG.warning('Monitor stopped before migration %s of instance %s '
-                        'ended (%s); its timeout is no longer enforced',
+                        'ended (%s); not enforced by this process any more',
                         st.migration.id, st.instance_uuid, phase.value)
-            self._record(st, events.OUTCOME, events.ERROR, events.details_text(
-                {'phase': phase.value, 'guest': str(where),
-                 'timeout_action': st.action or 'none',
-                 'monitor': 'stopped before the migration ended; the '
-                            'timeout is no longer enforced'}), None)
-            self._set_outcome(st, phase, False, where, '')
+            self._record(st, registry.UNENFORCED, events.ERROR,
+                         events.details_text({
+                             'phase': phase.value, 'guest': str(where),
+                             'timeout_action': self._action_word(st),
+                             'monitor': 'stopped before the migration ended;'
+                                        ' "lmcaps watch" takes it over'}))
+            self._set_outcome(st, phase, False, where, '', ended=False)
+        self.queue.close()
 
     def __enter__(self) -> TimeoutMonitor:
         self.start()
@@ -155,16 +210,31 @@ class TimeoutMonitor:
     def watch(self, driver: base.LiveMigrationDriver,
               migration: base.Migration,
               policy: lmcaps_policy.EffectivePolicy, *,
-              instance_uuid: str, request_id: str) -> Watch:
-        """Watch ``migration`` until it ends, applying ``policy`` once.
+              instance_uuid: str, request_id: str,
+              persist: bool = False) -> Watch:
+        """Watch ``migration`` until it ends, enforcing ``policy``.
 
-        :raises: MonitorError if stopped or if it is watched already.
+        :param persist: record the watch (reference, deadline, policy) so
+            that ``lmcaps watch`` can re-attach if this process dies.
+        :raises: MonitorError if stopped, watched already, or the deadline
+            is out of range.
         """
         timeout = policy.completion_timeout
         deadline = None if timeout is None else migration.started_at + timeout
+        if deadline is not None and not math.isfinite(deadline):
+            raise exception.MonitorError(
+                reason=f'completion_timeout {timeout!r} is out of range')
+        declaration = driver.host_declaration()
+        steps = latch_mod.chain(policy, declaration,
+                                prepared_postcopy=migration.spec.postcopy,
+                                escalate=self.escalate)
+        latch = latch_mod.ActionLatch(
+            steps, deadline, attempts_per_step=self.attempts_per_step,
+            backoff=self.backoff, backoff_max=self.backoff_max,
+            effect_timeout=self.effect_timeout, clock=self._clock)
         st = State(driver=driver, migration=migration, policy=policy,
                    instance_uuid=instance_uuid, request_id=request_id,
-                   deadline=deadline)
+                   deadline=deadline, latch=latch)
         with self._cond:
             if self._stopped:
                 raise exception.MonitorError(reason='the monitor is stopped')
@@ -176,8 +246,31 @@ class TimeoutMonitor:
             self._push(st, _Timer.POLL,
                        self._clock() + offset * self.poll_interval)
             if deadline is not None:
-                self._push(st, _Timer.DEADLINE, deadline)
-        return Watch(st)
+                self._push(st, _Timer.ACTION, deadline)
+        if persist:
+            self._record(st, registry.WATCH, events.SUCCESS,
+                         registry.watch_details(driver, migration, policy,
+                                                self.host))
+        return Watch(st, self.queue)
+
+    def interrupt(self, watch: Watch, reason: str) -> bool:
+        """Abort now (unless in post-copy), as a recorded action.
+
+        :returns: False when the migration is in post-copy (it goes on).
+        """
+        st = watch._state
+        if st.finished.is_set():
+            return True
+        if st.seen_postcopy or st.phase is base.Phase.POSTCOPY:
+            return False
+        st.interrupted = reason
+        with self._cond:
+            st.latch.deadline = None       # act now, whatever the deadline
+            st.latch.steps = [ABORT] if st.driver.host_declaration().support(
+                latch_mod._OPERATION[ABORT]).usable else []
+            st.latch.next_at = self._clock()
+            self._push(st, _Timer.ACTION, self._clock())
+        return True
 
     def run_pending(self) -> int:
         """Run the timers due now on the calling thread; returns how many.
@@ -191,53 +284,66 @@ class TimeoutMonitor:
         count = 0
         while True:
             with self._cond:
-                urgent, polls = self._pop_due(self._clock())
-            due = urgent + polls
-            if not due:
+                actions, polls = self._pop_due(self._clock())
+            if not actions and not polls:
                 return count
-            for st in due:
-                self._run_batch([st])
-            count += len(due)
+            for st in actions:
+                self._act(st, inline=True)
+            for st in polls:
+                self._poll_batch([st])
+            count += len(actions) + len(polls)
 
     # -- timers (call under the lock) --------------------------------------
 
     def _push(self, st: State, kind: _Timer, when: float) -> None:
+        if st.finished.is_set():
+            return
         if kind is _Timer.POLL:     # polls are batched by tick
             when = st.poll_at = math.ceil(when / self._tick) * self._tick
         else:
-            st.deadline_at = when
+            if st.action_at is not None and st.action_at <= when:
+                return              # an earlier action timer will do
+            st.action_at = when
         earliest = not self._heap or when < self._heap[0][0]
         heapq.heappush(self._heap, (when, next(self._seq), kind, st))
         if earliest:
             self._cond.notify()
 
     def _pop_due(self, now: float) -> tuple[list[State], list[State]]:
-        """Pop due timers: the migrations to check (deadlines, polls)."""
-        urgent: dict[State, None] = {}
+        actions: dict[State, None] = {}
         polls: dict[State, None] = {}
         while self._heap and self._heap[0][0] <= now:
             when, _seq, kind, st = heapq.heappop(self._heap)
             if st.finished.is_set():
+                self._dead = max(0, self._dead - 1)
                 continue
             if kind is _Timer.POLL:
                 if st.poll_at != when:
                     continue
                 st.poll_at = None
+                if st.polling:
+                    continue
+                st.polling = True
+                polls[st] = None
             else:
-                st.deadline_at = None
-            if st in urgent or st in polls:     # both timers due at once
-                if kind is _Timer.DEADLINE and st in polls:
-                    del polls[st]
-                    urgent[st] = None
-                continue
-            if st.busy:
-                st.again = True
-                continue
-            st.busy = True
-            (urgent if kind is _Timer.DEADLINE else polls)[st] = None
-        return list(urgent), list(polls)
+                if st.action_at != when:
+                    continue
+                st.action_at = None
+                if not st.acting:
+                    st.acting = True
+                    actions[st] = None
+        return list(actions), list(polls)
 
-    # -- scheduler and workers --------------------------------------------
+    def _forget(self, st: State) -> None:
+        """A finished migration leaves the heap (compacted when half dead)."""
+        self._dead += (st.poll_at is not None) + (st.action_at is not None)
+        st.poll_at = st.action_at = None
+        if self._dead > 64 and self._dead * 2 > len(self._heap):
+            self._heap = [e for e in self._heap if not e[3].finished.is_set()]
+            heapq.heapify(self._heap)
+            self._dead = 0
+
+    # -- scheduler --------------------------------------------------------
 
     def _run(self) -> None:
         while True:
@@ -247,101 +353,101 @@ class TimeoutMonitor:
                         if self._stopped:
                             return
                         now = self._clock()
-                        urgent, polls = self._pop_due(now)
-                        if urgent or polls:
+                        actions, polls = self._pop_due(now)
+                        if actions or polls:
                             break
-                        wait = self._heap[0][0] - now if self._heap else None
+                        wait = (min(60.0, self._heap[0][0] - now)
+                                if self._heap else None)
                         self._cond.wait(wait)
-                self._dispatch(urgent, polls)
+                for st in actions:     # their own lane: never queued
+                    self._actions.submit(lambda st=st: self._act(st))
+                self._dispatch_polls(polls)
             except Exception:  # never let the scheduler die
                 LOG.exception('Timeout monitor scheduler error')
                 time.sleep(self._tick)
 
-    def _dispatch(self, urgent: list[State], polls: list[State]) -> None:
-        for st in urgent:       # one task each: a deadline waits for no poll
-            self._submit([st])
-        if polls:
-            chunks = min(self.workers, math.ceil(len(polls) / MIN_BATCH))
-            size = math.ceil(len(polls) / chunks)
-            for i in range(0, len(polls), size):
-                self._submit(polls[i:i + size])
-
-    def _submit(self, batch: list[State]) -> None:
-        executor = self._executor
-        if executor is None:
-            self._run_batch(batch)
+    def _dispatch_polls(self, polls: list[State]) -> None:
+        if not polls:
             return
-        try:
-            executor.submit(self._run_batch, batch)
-        except RuntimeError:  # shut down: stop() ends these watches
-            LOG.debug('Monitor stopping; %d checks dropped', len(batch))
+        chunks = min(self.workers, math.ceil(len(polls) / MIN_BATCH))
+        size = math.ceil(len(polls) / chunks)
+        for i in range(0, len(polls), size):
+            batch = polls[i:i + size]
+            try:
+                assert self._executor is not None
+                self._executor.submit(self._poll_batch, batch)
+            except RuntimeError:  # shut down: stop() ends these watches
+                return
 
-    def _run_batch(self, batch: list[State]) -> None:
+    # -- reading ----------------------------------------------------------
+
+    def _read(self, st: State) -> base.Progress | None:
+        """One bounded reading; None (blind) when it failed."""
+        try:
+            progress = base.bounded(
+                lambda: st.driver.get_progress(st.migration),
+                st.driver.call_timeout, 'get_progress', st.driver.name)
+        except Exception as exc:
+            LOG.warning('get_progress failed for migration %s: %s',
+                        st.migration.id, exc)
+            self._blind(st, exc)
+            return None
+        st.blind_since = None
+        st.progress, st.read_at = progress, self._clock()
+        effective = st.latch.observe(progress.phase)
+        if effective is not None:
+            self._effective(st, effective)
+        return progress
+
+    def _poll_batch(self, batch: list[State]) -> None:
         for st in batch:
             try:
-                self._check(st)
+                progress = self._read(st)
+                if progress is not None and progress.phase.terminal:
+                    self._conclude(st, progress)
+                else:
+                    self._after_poll(st)
             except Exception:
                 LOG.exception('Timeout monitor failed on migration %s',
                               st.migration.id)
             finally:
-                self._release(st)
-
-    def _release(self, st: State) -> None:
-        with self._cond:
-            st.busy = False
-            if st.finished.is_set() or self._stopped:
-                return
-            if st.poll_at is None:
-                self._push(st, _Timer.POLL, self._clock() + self.poll_interval)
-            if not st.again:
-                return
-            st.again, st.busy = False, True
-        self._submit([st])
-
-    # -- decisions ----------------------------------------------------------
-
-    def _check(self, st: State) -> None:
-        """Observe one migration; end it, or fire its action when due."""
-        try:
-            progress = st.driver.get_progress(st.migration)
-        except Exception as exc:
-            LOG.warning('get_progress failed for migration %s; retrying at '
-                        'the next poll', st.migration.id, exc_info=True)
-            self._blind(st, exc)
-            return
-        st.blind_since = None
-        st.phase = progress.phase
-        if progress.phase is base.Phase.POSTCOPY:
-            st.seen_postcopy = True
-        if progress.phase.terminal:
-            self._conclude(st, progress)
-            return
-        if st.latched or st.deadline is None:
-            return
-        now = self._clock()
-        elapsed = now - st.migration.started_at
-        if not lmcaps_policy.deadline_reached(
-                elapsed, st.policy.completion_timeout):
-            if now >= st.deadline:
                 with self._cond:
-                    if st.deadline_at is None:
-                        self._push(st, _Timer.DEADLINE, now + RECHECK)
-            return
-        st.latched = True
-        if st.seen_postcopy:   # once seen, whatever a later reading says
-            st.skipped = 'timeout reached in post-copy: no action'
-            LOG.info('Migration %s of instance %s reached its timeout in '
-                     'post-copy; no action', st.migration.id,
-                     st.instance_uuid)
-            return
-        self._fire(st, elapsed)
+                    st.polling = False
+                    if not st.finished.is_set() and not self._stopped and \
+                            st.poll_at is None:
+                        self._push(st, _Timer.POLL,
+                                   self._clock() + self.poll_interval)
+
+    def _after_poll(self, st: State) -> None:
+        """Keep the action timer armed while something is due or pending."""
+        expired = st.latch.expire()
+        if expired is not None:
+            self._attempt_event(st, expired)
+        self._rearm(st)
+        self._note_postcopy(st)
+
+    def _rearm(self, st: State) -> None:
+        with self._cond:
+            if st.latch.done or self._stopped:
+                return
+            pending = [a for a in st.latch.attempts
+                       if a.result is R.PENDING and a.returned is not None]
+            if pending:
+                self._push(st, _Timer.ACTION,
+                           pending[-1].returned + self.effect_timeout +
+                           RECHECK)
+            elif st.latch.next_at is not None:
+                when = st.latch.next_at
+                if st.latch.deadline is not None:
+                    when = max(when, st.latch.deadline + RECHECK)
+                self._push(st, _Timer.ACTION, when)
 
     def _blind(self, st: State, exc: Exception) -> None:
         """Past the deadline without progress: say so once, never act blind."""
         now = self._clock()
         if st.blind_since is None:
             st.blind_since = now
-        if (st.latched or st.blind_reported or st.deadline is None or
+        if (st.latch.done or st.blind_reported or st.deadline is None or
                 now <= st.deadline):
             return
         st.blind_reported = True
@@ -351,49 +457,166 @@ class TimeoutMonitor:
                          'error': f'timeout reached but progress unavailable '
                                   f'for {now - st.blind_since:.1f} s: '
                                   f'{type(exc).__name__}: {exc}; the action '
-                                  f'fires once progress is readable again'}),
-                     None)
+                                  f'fires once progress is readable again'}))
 
-    def _fire(self, st: State, elapsed: float) -> None:
-        pol, migration, driver = st.policy, st.migration, st.driver
-        error = tb = None
-        action = ABORT
+    def _note_postcopy(self, st: State) -> None:
+        if (st.seen_postcopy and not st.skipped_reported and
+                st.latch.effective is None and st.deadline is not None and
+                self._clock() > st.deadline):
+            st.skipped_reported = True
+            LOG.info('Migration %s of instance %s reached its timeout in '
+                     'post-copy; no action', st.migration.id,
+                     st.instance_uuid)
+
+    # -- the action lane --------------------------------------------------
+
+    def _act(self, st: State, inline: bool = False) -> None:
         try:
-            if pol.timeout_action is lmcaps_policy.TimeoutAction.ABORT:
-                driver.abort(migration)
+            self._act_once(st, inline)
+        except Exception:
+            LOG.exception('Timeout action failed on migration %s',
+                          st.migration.id)
+        finally:
+            with self._cond:
+                st.acting = False
+            if not st.finished.is_set():
+                self._rearm(st)
+
+    def _act_once(self, st: State, inline: bool) -> None:
+        latch = st.latch
+        expired = latch.expire()
+        if expired is not None:
+            self._attempt_event(st, expired)
+        if not latch.steps:
+            self._nothing_usable(st)
+            return
+        action = latch.due()
+        if action is None or self._stopped:
+            return
+        # The last reading, if any: a slow get_progress must not make the
+        # action late.  Post-copy once seen is latched (never acted in), and
+        # the drivers refuse an abort or pause in post-copy themselves.
+        fresh = (st.read_at is not None and
+                 self._clock() - st.read_at <= max(2 * self.poll_interval,
+                                                   STALE_READING))
+        progress = st.progress if fresh else self._read(st)
+        if progress is None:
+            latch.postpone(max(self.backoff, self.poll_interval))
+            return
+        if progress.phase.terminal:
+            self._conclude(st, progress)
+            return
+        if latch.done:
+            self._note_postcopy(st)
+            return
+        attempt = latch.begin(action)
+        try:
+            if action == ABORT:
+                st.driver.abort(st.migration)
             else:
-                action = FORCE_COMPLETE
-                mode = pol.mode or lmcaps_policy.choose_mode(
-                    pol, driver.host_declaration())
-                if mode is None:
-                    raise exception.UnsupportedOperation(
-                        driver=driver.name, operation=FORCE_COMPLETE,
-                        reason='neither post-copy nor pause is usable')
-                action = mode.value
-                driver.force_complete(migration, mode)
-        except exception.LmcapsException as exc:
-            error = str(exc)
+                st.driver.force_complete(st.migration,
+                                         latch_mod.Mode(action))
+        except exception.DriverCallTimeout as exc:
+            latch.failed(attempt, R.TIMED_OUT, str(exc))
+        except exception.OperationRefused as exc:
+            latch.failed(attempt, R.REFUSED, str(exc))
+        except exception.UnsupportedOperation as exc:
+            latch.failed(attempt, R.FAILED, str(exc), give_up_step=True)
         except Exception as exc:
-            error = f'{type(exc).__name__}: {exc}'
-            tb = traceback.format_exc()
-        st.fired_at = self._clock()
-        st.action, st.action_error = action, error
-        st.paused = action == PAUSE and error is None
-        LOG.log(logging.WARNING if error else logging.INFO,
-                'Timeout action %s on migration %s of instance %s after '
-                '%.3f s: %s', action, migration.id, st.instance_uuid,
-                elapsed, error or 'done')
-        details = {'action': action, 'elapsed': f'{elapsed:.3f} s',
-                   'completion_timeout': f'{pol.completion_timeout:g} s',
-                   'from': ', '.join(f'{k}={v}' for k, v in
-                                     sorted(pol.sources.items()))}
-        if error:
-            details['error'] = error + ' (not retried)'
+            latch.failed(attempt, R.FAILED, f'{type(exc).__name__}: {exc}')
+        else:
+            latch.accepted(attempt)
+            LOG.log(logging.WARNING if st.interrupted else logging.INFO,
+                    'Timeout action %s on migration %s of instance %s '
+                    'accepted after %.3f s', action, st.migration.id,
+                    st.instance_uuid, st.migration.elapsed)
+            while not inline and not self._stopped:
+                progress = self._read(st)
+                if progress is not None and progress.phase.terminal:
+                    self._conclude(st, progress)
+                if attempt.result is not R.PENDING or st.finished.is_set():
+                    break
+                if latch.expire() is attempt:
+                    break
+                time.sleep(EFFECT_POLL)
+            if inline and attempt.result is R.PENDING:
+                self._read(st)
+        if attempt.result not in (R.PENDING, R.EFFECTIVE):
+            self._attempt_event(st, attempt)
+
+    def _nothing_usable(self, st: State) -> None:
+        """The deadline passed and no action is usable here: say so once."""
+        if st.unusable_reported or st.deadline is None:
+            return
+        if self._clock() <= st.deadline:
+            with self._cond:
+                self._push(st, _Timer.ACTION, st.deadline + RECHECK)
+            return
+        st.unusable_reported = True
+        decl = st.driver.host_declaration()
+        if st.policy.timeout_action is lmcaps_policy.TimeoutAction.ABORT:
+            wanted = [latch_mod._OPERATION[ABORT]]
+            why = 'abort is not usable'
+        else:
+            wanted = [latch_mod._OPERATION[POSTCOPY],
+                      latch_mod._OPERATION[PAUSE]]
+            why = 'neither post-copy nor pause is usable'
+        notes = '; '.join(
+            f'driver {decl.driver} does not support {op.value}: '
+            f'{decl[op].notes or decl.support(op).value}' for op in wanted)
+        LOG.warning('Migration %s of instance %s reached its timeout: %s',
+                    st.migration.id, st.instance_uuid, why)
+        self._record(st, events.TIMEOUT_ACTION, events.ERROR,
+                     events.details_text({
+                         'action': st.policy.timeout_action.value,
+                         'error': f'{why} ({notes}); no action'}))
+
+    def _effective(self, st: State, attempt: latch_mod.Attempt) -> None:
+        st.paused = attempt.action == PAUSE
+        self._attempt_event(st, attempt)
+
+    def _attempt_event(self, st: State, attempt: latch_mod.Attempt) -> None:
+        pol = st.policy
+        elapsed = attempt.started - st.migration.started_at
+        details = {'action': attempt.action, 'attempt': str(attempt.number),
+                   'result': attempt.result.value,
+                   'elapsed': f'{elapsed:.3f} s'}
+        if pol.completion_timeout is not None:
+            details['completion_timeout'] = f'{pol.completion_timeout:g} s'
+        details['from'] = ', '.join(f'{k}={v}' for k, v in
+                                    sorted(pol.sources.items()))
+        if attempt.effective_at is not None and attempt.returned is not None:
+            details['took_effect'] = (
+                f'{attempt.effective_at - attempt.started:.3f} s after the '
+                f'call')
+        if st.interrupted:
+            details['interrupted'] = st.interrupted
+        if attempt.error:
+            details['error'] = attempt.error
+            nxt = st.latch.next_at
+            if not st.latch.done and nxt is not None:
+                details['next'] = (f'retry in {max(0, nxt - self._clock()):.1f}'
+                                   f' s ({st.latch.steps[st.latch._step]})')
+        ok = attempt.result is R.EFFECTIVE
+        LOG.log(logging.INFO if ok else logging.WARNING,
+                'Timeout action on migration %s of instance %s: %s',
+                st.migration.id, st.instance_uuid, attempt.describe())
         self._record(st, events.TIMEOUT_ACTION,
-                     events.ERROR if error else events.SUCCESS,
-                     events.details_text(details), tb)
+                     events.SUCCESS if ok else events.ERROR,
+                     events.details_text(details))
+
+    # -- the end ------------------------------------------------------------
+
+    def _action_word(self, st: State) -> str:
+        last = st.latch.effective or (st.latch.attempts[-1] if
+                                      st.latch.attempts else None)
+        return 'none' if last is None else f'{last.action} ({last.result.value})'
 
     def _conclude(self, st: State, progress: base.Progress) -> None:
+        with self._cond:
+            if st.concluding:
+                return
+            st.concluding = True
         phase = progress.phase
         resumed = False
         notes: dict[str, str | None] = {}
@@ -402,58 +625,72 @@ class TimeoutMonitor:
             try:
                 st.driver.resume_source(st.migration)
                 resumed = True
-                LOG.info('Resumed instance %s on the source after migration '
-                         '%s ended %s', st.instance_uuid, st.migration.id,
-                         phase.value)
             except Exception as exc:
                 notes['resume_error'] = str(exc) or type(exc).__name__
-                LOG.error('Could not resume instance %s on the source: %s',
-                          st.instance_uuid, notes['resume_error'])
         if phase is base.Phase.FAILED:
             try:
                 notes['recovered'] = st.driver.recover(st.migration)
             except Exception as exc:
                 notes['recover_error'] = str(exc) or type(exc).__name__
-                LOG.error('Recovery of instance %s after the failed '
-                          'migration failed: %s', st.instance_uuid,
-                          notes['recover_error'])
         where = st.driver.guest_location(st.migration)
+        reason = progress.message if phase is not base.Phase.COMPLETED else ''
+        skipped = ('timeout reached in post-copy: no action'
+                   if st.skipped_reported else None)
         details = {'phase': phase.value, 'guest': str(where),
-                   'reason': (progress.message or None) if phase is not
-                   base.Phase.COMPLETED else None,
-                   'timeout_action': st.action or 'none',
-                   'action_error': st.action_error, 'timeout': st.skipped,
+                   'reason': reason or None,
+                   'timeout_action': self._action_word(st),
+                   'attempts': (str(len(st.latch.attempts))
+                                if st.latch.attempts else None),
+                   'timeout': skipped, 'interrupted': st.interrupted,
                    'resumed_source': (('yes' if resumed else 'no')
                                       if st.paused else None), **notes}
-        details = {k: v for k, v in details.items() if v is not None}
-        ok = (phase is base.Phase.COMPLETED and
-              'resume_error' not in notes)
-        self._record(st, events.OUTCOME,
-                     events.SUCCESS if ok else events.ERROR,
-                     events.details_text(details), None)
+        kept = {k: str(v) for k, v in details.items() if v is not None}
+        ok = phase is base.Phase.COMPLETED and 'resume_error' not in notes
+        self._record(st, events.OUTCOME, events.SUCCESS if ok else events.ERROR,
+                     events.details_text(kept))
         message = '; '.join(str(v) for v in (
-            progress.message if phase is not base.Phase.COMPLETED else None,
-            notes.get('recovered'), notes.get('recover_error'),
+            reason, notes.get('recovered'), notes.get('recover_error'),
             notes.get('resume_error')) if v)
         self._set_outcome(st, phase, resumed, where, message)
 
     def _set_outcome(self, st: State, phase: base.Phase, resumed: bool,
-                     where: base.GuestLocation, message: str) -> None:
-        outcome = Outcome(phase=phase, action=st.action,
-                          action_error=st.action_error, deadline=st.deadline,
-                          fired_at=st.fired_at, resumed_source=resumed,
-                          location=where, message=message)
+                     where: base.GuestLocation, message: str, *,
+                     ended: bool = True) -> None:
+        latch = st.latch
+        shown = latch.effective or (latch.attempts[-1] if latch.attempts
+                                    else None)
+        action = None if shown is None else shown.action
+        if action is None and latch.deadline is not None and \
+                not latch.steps and st.policy.timeout_action is \
+                lmcaps_policy.TimeoutAction.FORCE_COMPLETE and \
+                self._clock() > latch.deadline:
+            action = FORCE_COMPLETE
+        error = None
+        if latch.effective is None and shown is not None:
+            error = shown.error or shown.result.value
+        outcome = Outcome(
+            phase=phase, action=action, action_error=error,
+            deadline=st.deadline,
+            fired_at=None if shown is None else shown.returned,
+            resumed_source=resumed, location=where, message=message,
+            attempts=tuple(latch.attempts),
+            effective_at=(None if latch.effective is None
+                          else latch.effective.effective_at),
+            interrupted=st.interrupted, ended=ended)
         with self._cond:
             st.outcome = outcome
             if self._states.get(st.migration.id) is st:
                 del self._states[st.migration.id]
             st.finished.set()
+            self._forget(st)
 
-    def _record(self, st: State, event: str, result: str, details: str,
-                tb: str | None) -> None:
-        try:
-            self.store.record(st.request_id, st.instance_uuid, event, result,
-                              host=self.host, details=details, traceback=tb)
-        except Exception:
-            LOG.exception('Could not record event %s of instance %s',
-                          event, st.instance_uuid)
+    def _record(self, st: State, event: str, result: str,
+                details: str) -> None:
+        st.last_event = self.queue.put(eventqueue.Pending(
+            st.request_id, st.instance_uuid, event, result, self.host,
+            details, None))
+
+
+def attempts_text(attempts: Any) -> str:
+    """The attempts of an outcome as one line."""
+    return '; '.join(a.describe() for a in attempts)

@@ -7,6 +7,7 @@ import enum
 import math
 import types
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from oslo_config import cfg
 
@@ -70,6 +71,22 @@ class EffectivePolicy:
             'sources': dict(self.sources),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EffectivePolicy:
+        """The policy :meth:`as_dict` wrote (a persisted watch).
+
+        :raises: ValueError, KeyError for a document that is not one.
+        """
+        timeout = data['completion_timeout']
+        mode = data.get('mode')
+        return cls(
+            completion_timeout=None if timeout is None else float(timeout),
+            timeout_action=TimeoutAction(data['timeout_action']),
+            force_complete_mode=ModeChoice(data['force_complete_mode']),
+            permit_post_copy=bool(data['permit_post_copy']),
+            sources=dict(data['sources']),
+            mode=None if mode is None else caps.ForceCompleteMode(mode))
+
     @property
     def action_operation(self) -> caps.Operation | None:
         """The operation the timeout action needs (None: no timeout or no
@@ -120,9 +137,18 @@ def resolve(conf: cfg.ConfigOpts, data_gib: float,
     configured = per_gib * max(data_gib, 2.0) if per_gib else 0
     timeout = pick('completion_timeout', configured)
     action = TimeoutAction(pick('timeout_action', group.timeout_action))
+    from lmcaps import exception
+    from lmcaps import request as lmcaps_request
+    seconds = float(timeout)  # type: ignore[arg-type]
+    if seconds > lmcaps_request.MAX_TIMEOUT:
+        raise exception.InvalidRequest(
+            reason=f'completion_timeout {seconds:g} s (from '
+                   f'{sources["completion_timeout"]}) is out of range; '
+                   f'allowed: 0 to {lmcaps_request.MAX_TIMEOUT}')
     asked = ModeChoice(pick('force_complete_mode', group.force_complete_mode))
     policy = EffectivePolicy(
-        completion_timeout=float(timeout) if timeout else None,
+        completion_timeout=(float(timeout)  # type: ignore[arg-type]
+                            if timeout else None),
         timeout_action=action,
         force_complete_mode=asked,
         permit_post_copy=(group.permit_post_copy if permit_post_copy is None

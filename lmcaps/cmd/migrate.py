@@ -2,17 +2,22 @@
 
 Like ``virsh migrate --timeout N --timeout-suspend|--timeout-postcopy``,
 plus abort as an action, early refusal of what this host cannot do, and
-instance action events.  Exit codes: 0 completed, 3 aborted/cancelled,
-4 failed; 1 refused by a pre-check or a driver error, 2 bad input.
+instance action events.  Exit codes: 0 completed, 3 aborted/cancelled
+(also when interrupted by SIGINT, SIGTERM or SIGHUP: the migration is
+aborted through the monitor), 4 failed, 5 interrupted in post-copy (the
+migration goes on; ``lmcaps watch`` records its end); 1 refused by a
+pre-check or a driver error, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from cliff import show
@@ -36,21 +41,36 @@ def _positive_int(text: str) -> int:
 
 
 class ProgressView:
-    """Live progress: a bar on a terminal, a log line otherwise."""
+    """Live progress: a bar on a terminal, a log line otherwise.
 
-    def __init__(self, stream: TextIO, every: float = 5.0) -> None:
+    The bar is the driver's completed fraction (remaining vs total bytes
+    where those are known); markers show when the timeout action fired and
+    when it took effect.  Off a terminal a line is written every ``every``
+    seconds, and every second once the deadline is less than ``near``
+    seconds away or past.
+    """
+
+    def __init__(self, stream: TextIO, every: float = 5.0,
+                 near: float = 30.0) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.every = every
+        self.near = near
         self._last = 0.0
+        self.marker = ''
+
+    def note(self, text: str) -> None:
+        """A marker such as ``abort fired`` or ``abort took effect``."""
+        self.marker = text
 
     def __call__(self, migration: Any, progress: Any,
                  left: float | None) -> None:
-        total = progress.data_total or 0
-        done = progress.data_processed or 0
+        fraction = progress.completed
         remaining = progress.data_remaining
         rate = progress.transfer_rate
-        parts = [f'{progress.phase.value:9}']
+        parts = [f'{progress.phase.value:10}']
+        if fraction is not None:
+            parts.append(f'{fraction * 100:5.1f} %')
         if remaining is not None:
             parts.append(f'{remaining / MIB:8.1f} MiB left')
         if rate:
@@ -60,14 +80,19 @@ class ProgressView:
         parts.append('no deadline' if left is None else
                      f'deadline in {left:6.1f} s' if left > 0 else
                      f'deadline passed {-left:5.1f} s ago')
+        if self.marker:
+            parts.append(f'[{self.marker}]')
         text = '  '.join(parts)
         if self.tty:
             width = 24
-            filled = int(width * done / total) if total else 0
+            filled = int(width * fraction) if fraction is not None else 0
             bar = '#' * filled + '-' * (width - filled)
             self.stream.write(f'\r[{bar}] {text}\x1b[K')
             self.stream.flush()
-        elif time.monotonic() - self._last >= self.every:
+            return
+        every = (1.0 if left is not None and left < self.near
+                 else self.every)
+        if time.monotonic() - self._last >= every:
             self._last = time.monotonic()
             self.stream.write(f'{migration.spec.instance}: {text}\n')
             self.stream.flush()
@@ -76,6 +101,24 @@ class ProgressView:
         if self.tty:
             self.stream.write('\n')
             self.stream.flush()
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``Interrupted`` like SIGINT raises
+    KeyboardInterrupt, so a migration is never left unenforced."""
+    from lmcaps import migrate as lmcaps_migrate
+
+    def handler(signum: int, _frame: object) -> None:
+        raise lmcaps_migrate.Interrupted(signal.Signals(signum).name)
+
+    saved = {sig: signal.signal(sig, handler)
+             for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 class Migrate(show.ShowOne):
@@ -118,15 +161,23 @@ class Migrate(show.ShowOne):
         if parsed_args.migrate_uri:
             options['migrate_uri'] = parsed_args.migrate_uri
         spec = base.MigrationSpec(
-            instance=parsed_args.instance, destination=parsed_args.dest,
+            instance=parsed_args.instance,
+            destination=base.Destination(parsed_args.dest, parsed_args.dest),
             block_migration=parsed_args.block_migration,
             bandwidth_mib=parsed_args.bandwidth, options=options)
         store = events_sql.SQLEventStore.from_conf(conf)
         view = ProgressView(sys.stderr)
         try:
-            summary = lmcaps_migrate.run(
-                conf, driver, spec, body, store,
-                request_id=parsed_args.request_id, on_progress=view)
+            with signals_interrupt():
+                summary = lmcaps_migrate.run(
+                    conf, driver, spec, body, store,
+                    request_id=parsed_args.request_id, on_progress=view)
+        except lmcaps_migrate.MigrationContinues as exc:
+            view.close()
+            self.app.stderr.write(exc.message + '\n')
+            self.exit_code = lmcaps_migrate.EXIT_CONTINUES
+            return ('instance', 'outcome'), (parsed_args.instance,
+                                             'continues')
         finally:
             view.close()
             driver.close()
@@ -134,8 +185,11 @@ class Migrate(show.ShowOne):
         self.exit_code = lmcaps_migrate.EXIT_CODES.get(summary.outcome, 4)
         self.app.stderr.write(summary.line() + '\n')
         data = summary.as_dict()
-        data['policy'] = ', '.join(f'{k}={v}' for k, v in
-                                   summary.policy.items() if k != 'sources')
+        if parsed_args.formatter == 'table':
+            data['policy'] = ', '.join(
+                f"{k}={v['value']} ({v['source']})"
+                for k, v in summary.policy.items())
+            data['attempts'] = '; '.join(summary.attempts)
         return tuple(data), tuple(data.values())
 
     def run(self, parsed_args: argparse.Namespace) -> int:

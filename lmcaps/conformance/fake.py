@@ -135,6 +135,8 @@ class FakeBackend(backend.Backend):
 
     def trigger(self, migration: base.Migration, fault: backend.Fault) -> None:
         """Bring a fault about through the simulated world."""
+        if self._conf is None:
+            raise RuntimeError('configure() was not called')
         helper = fake_driver.FakeDriver(self._conf)   # the world's "admin"
         if fault is Fault.MIGRATION_FAILS:
             helper.fail_migration(migration, 'injected: link down')

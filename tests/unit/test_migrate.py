@@ -5,6 +5,7 @@ import ddt
 from lmcaps import events
 from lmcaps import exception
 from lmcaps import migrate
+from lmcaps import registry
 from lmcaps.drivers import base
 from lmcaps.drivers import fake
 from tests.unit import base as test_base
@@ -36,7 +37,8 @@ class RunTest(test_base.ConfTestCase):
         summary = self.run_one({'completion_timeout': 60})
         self.assertEqual(('completed', None, 'destination (running)'),
                          (summary.outcome, summary.action, summary.guest_on))
-        self.assertEqual([events.PRECHECK, events.OUTCOME], self.names())
+        self.assertEqual([events.PRECHECK, registry.WATCH, events.OUTCOME],
+                         self.names())
         self.assertIn('completed', summary.line())
 
     @ddt.unpack
@@ -81,10 +83,69 @@ class RunTest(test_base.ConfTestCase):
             seen.append(migration)
             raise KeyboardInterrupt
 
-        self.assertRaises(KeyboardInterrupt, self.run_one,
-                          {'completion_timeout': 60}, on_progress=interrupt)
+        summary = self.run_one({'completion_timeout': 60},
+                               on_progress=interrupt)
+        self.assertEqual(('aborted', 'abort', 'SIGINT'),
+                         (summary.outcome, summary.action,
+                          summary.interrupted))
         self.assertEqual((fake.SOURCE, fake.RUNNING),
                          self.driver.guest_location(seen[0]).pair)
         self.assertEqual(base.Phase.CANCELLED,
                          self.driver.get_progress(seen[0]).phase)
         self.assertIn(events.OUTCOME, self.names())
+
+
+class ResumeTest(test_base.ConfTestCase):
+    """A watch left open by a dead process is taken over by resume()."""
+
+    def setUp(self):
+        super().setUp()
+        self.cfg.config(monitor_poll_interval=0.02, host='cmp-1',
+                        group='lmcaps')
+        self.driver = fake.FakeDriver(self.conf)
+        self.cfg.config(time_scale=20.0, dirty_rate_mib=4000.0,
+                        group='lmcaps_fake')
+        self.store = events.MemoryEventStore()
+
+    def orphan(self, timeout):
+        """What a killed ``lmcaps migrate`` leaves: a started migration and
+        its persisted watch, nobody enforcing it."""
+        from lmcaps import monitor
+        from lmcaps import policy
+        migration = self.driver.start_migration(
+            base.MigrationSpec('inst-9', 'dest'))
+        pol = policy.resolve(self.conf, 2.0, [('request', {
+            'completion_timeout': timeout})],
+            declaration=self.driver.host_declaration())
+        mon = monitor.TimeoutMonitor(self.store, host='cmp-1')
+        mon.watch(self.driver, migration, pol, instance_uuid='inst-9',
+                  request_id='req-9', persist=True)
+        return migration, mon
+
+    def test_reattached_and_aborted_at_the_original_deadline(self):
+        migration, _dead = self.orphan(timeout=1)
+        lines = []
+        other = fake.FakeDriver(self.conf)      # a new process's driver
+        [summary] = migrate.resume(self.conf, other, self.store,
+                                   on_line=lines.append)
+        self.assertEqual(('aborted', 'abort'), (summary.outcome,
+                                                summary.action))
+        self.assertGreater(summary.reaction, 0)
+        self.assertLess(summary.reaction, 1.0)     # deadline kept
+        self.assertIn('re-attached to fake-migration-1', lines[0])
+        names = [e.event for e in self.store.list_events('inst-9')]
+        self.assertEqual([registry.WATCH, events.TIMEOUT_ACTION,
+                          events.OUTCOME], names)
+        self.assertEqual([], migrate.resume(self.conf, other, self.store))
+
+    def test_gone_migration_gets_an_outcome_event(self):
+        migration, _dead = self.orphan(timeout=60)
+        fake._worlds.clear()                    # the backend lost it
+        lines = []
+        self.assertEqual([], migrate.resume(self.conf, fake.FakeDriver(
+            self.conf), self.store, on_line=lines.append))
+        self.assertIn('no longer exists on the backend', lines[0])
+        [outcome] = [e for e in self.store.list_events('inst-9')
+                     if e.event == events.OUTCOME]
+        self.assertEqual(events.ERROR, outcome.result)
+        self.assertIn('no longer exists on the backend', outcome.details)

@@ -11,8 +11,10 @@ import fixtures
 from lmcaps import capabilities as caps
 from lmcaps import events
 from lmcaps import exception
+from lmcaps import latch
 from lmcaps import monitor
 from lmcaps import policy
+from lmcaps import registry
 from lmcaps.drivers import base
 from lmcaps.drivers import fake
 from tests.unit import base as test_base
@@ -49,7 +51,9 @@ class ScriptedDriver(base.LiveMigrationDriver):
         self.support = support or {}
         self.script = collections.deque(script)
         self.phase = P.PRECOPY
-        self.reactions = reactions or {}
+        # By default each action takes effect, as on a working backend.
+        self.reactions = {'abort': P.CANCELLED, 'postcopy': P.POSTCOPY,
+                          'pause': P.PAUSED} if reactions is None else reactions
         self.errors = errors or {}
         self.delay = delay
         self.calls = []
@@ -135,7 +139,13 @@ class MonitorTestCase(test_base.ConfTestCase):
         return ScriptedDriver(self.conf, self.clock, **kwargs)
 
     def watch(self, driver, pol, instance='inst-1'):
-        migration = driver.start_migration(base.MigrationSpec(instance, 'dst'))
+        # Started ready for post-copy when the policy may switch to it.
+        mode = policy.choose_mode(pol, driver.host_declaration())
+        ready = (base.PREPARE_POSTCOPY if pol.timeout_action is
+                 policy.TimeoutAction.FORCE_COMPLETE and
+                 mode is caps.ForceCompleteMode.POSTCOPY else frozenset())
+        migration = driver.start_migration(base.MigrationSpec(
+            instance, 'dst', prepare_for=ready))
         return self.monitor.watch(driver, migration, pol,
                                   instance_uuid=instance, request_id='req-1')
 
@@ -169,17 +179,42 @@ class DeadlineTest(MonitorTestCase):
         self.watch(driver, self.policy(completion_timeout=30))
         self.at(30.0005)
         self.assertEqual(1, driver.count('abort'))
-        self.assertEqual(1, driver.count('get_progress'))
+        # one fresh reading before the action, one to see it took effect
+        self.assertEqual(2, driver.count('get_progress'))
 
     def test_fires_once_however_often_polled(self):
-        driver = self.driver()      # ignores the abort: stays in pre-copy
+        # the cancel is accepted and slow: the migration stays cancelling
+        driver = self.driver(reactions={'abort': P.CANCELLING})
         watch = self.watch(driver, self.policy(completion_timeout=10))
         for step in range(200):
             self.at(10 + step * 0.5)
         self.assertEqual(1, driver.count('abort'))
         self.assertGreater(driver.count('get_progress'), 150)
-        self.assertEqual(1, len(self.events(events.TIMEOUT_ACTION)))
+        [fired] = self.events(events.TIMEOUT_ACTION)
+        self.assertEqual(events.SUCCESS, fired.result)
         self.assertFalse(watch.done)
+
+    def test_ineffective_abort_is_retried_with_backoff(self):
+        driver = self.driver(reactions={})   # accepted, never takes effect
+        watch = self.watch(driver, self.policy(completion_timeout=10))
+        for step in range(120):
+            self.at(10 + step * 0.5)
+        attempts = watch.attempts
+        self.assertGreater(len(attempts), 3)
+        self.assertEqual(len(attempts), driver.count('abort'))
+        self.assertEqual({'abort'}, {a.action for a in attempts})
+        gaps = [b.started - a.started for a, b in zip(attempts, attempts[1:])]
+        self.assertTrue(all(g >= 5.0 for g in gaps), gaps)  # effect bound
+        self.assertEqual(gaps, sorted(gaps))                # backoff grows
+        evs = self.events(events.TIMEOUT_ACTION)
+        self.assertTrue(all(e.result == events.ERROR for e in evs))
+        self.assertIn('ineffective', evs[0].details)
+        self.assertFalse(watch.done)
+        driver.phase = P.COMPLETED
+        self.at(100)
+        outcome = watch.wait(0)
+        self.assertEqual(('abort', P.COMPLETED), (outcome.action,
+                                                  outcome.phase))
 
     @ddt.unpack
     @ddt.data((P.PRECOPY, 1), (P.PAUSED, 1), (P.POSTCOPY, 0))
@@ -209,12 +244,16 @@ class DeadlineTest(MonitorTestCase):
         self.assertEqual(0, driver.count('abort') + driver.count('pause'))
         driver.phase = P.COMPLETED
         self.at(40)
-        self.assertEqual(monitor.Outcome(
-            phase=P.COMPLETED, action='postcopy', action_error=None,
-            deadline=START + 10, fired_at=START + 10.5, resumed_source=False,
-            location=base.GuestLocation(base.GuestHost.DESTINATION,
-                                        base.RunState.RUNNING, 'scripted')),
-            watch.wait(0))
+        outcome = watch.wait(0)
+        self.assertEqual(
+            (P.COMPLETED, 'postcopy', None, START + 10, START + 10.5, False,
+             base.GuestLocation(base.GuestHost.DESTINATION,
+                                base.RunState.RUNNING, 'scripted')),
+            (outcome.phase, outcome.action, outcome.action_error,
+             outcome.deadline, outcome.fired_at, outcome.resumed_source,
+             outcome.location))
+        [attempt] = outcome.attempts
+        self.assertEqual(latch.Result.EFFECTIVE, attempt.result)
         self.assertEqual(events.SUCCESS,
                          self.events(events.OUTCOME)[0].result)
 
@@ -270,7 +309,8 @@ class ActionTest(MonitorTestCase):
         (False, 'auto', 'complete', 'complete', 'pause'),
         (True, 'auto', 'missing', 'complete', 'pause'),
         (True, 'auto', 'partial', 'missing', 'postcopy'),
-        (False, 'postcopy', 'complete', 'complete', 'postcopy'),
+        # post-copy not permitted: the latch does not use it
+        (False, 'postcopy', 'complete', 'complete', 'pause'),
         (True, 'pause', 'complete', 'complete', 'pause'),
     )
     def test_force_complete_mode(self, permit, mode, postcopy, pause, call):
@@ -283,7 +323,7 @@ class ActionTest(MonitorTestCase):
             force_complete_mode=mode))
         self.at(2)
         self.assertEqual(1, driver.count(call))
-        self.assertEqual(call, watch._state.action)
+        self.assertEqual(call, watch.attempts[0].action)
 
     def test_no_usable_force_complete_mode_is_recorded(self):
         driver = self.driver(support={
@@ -294,33 +334,43 @@ class ActionTest(MonitorTestCase):
         self.at(2)
         self.at(3)
         self.assertEqual(0, driver.count('pause') + driver.count('postcopy'))
-        self.assertEqual('force_complete', watch._state.action)
-        ev = self.events(events.TIMEOUT_ACTION)[0]
+        driver.phase = P.COMPLETED
+        self.at(4)
+        self.assertEqual('force_complete', watch.wait(0).action)
+        [ev] = self.events(events.TIMEOUT_ACTION)
         self.assertEqual(events.ERROR, ev.result)
         self.assertIn('neither post-copy nor pause', ev.details)
 
     @ddt.unpack
     @ddt.data(
         (exception.OperationRefused(driver='scripted', operation='abort',
-                                    migration='m', reason='in post-copy'),
-         'in post-copy', False),
+                                    migration='m', reason='not now'),
+         'not now', 'refused'),
         (RuntimeError('connection reset'), 'RuntimeError: connection reset',
-         True),
+         'failed'),
     )
-    def test_failed_action_recorded_and_not_retried(self, error, reason,
-                                                    traceback):
+    def test_failed_action_recorded_and_retried(self, error, reason,
+                                                result):
         driver = self.driver(errors={'abort': error})
         watch = self.watch(driver, self.policy(completion_timeout=1))
+        for step in range(40):
+            self.at(1 + step * 0.5)
+        calls = driver.count('abort')
+        self.assertGreater(calls, 2)
+        evs = self.events(events.TIMEOUT_ACTION)
+        self.assertEqual(calls, len(evs))       # every attempt recorded
+        self.assertEqual({events.ERROR}, {e.result for e in evs})
+        self.assertIn(reason, evs[0].details)
+        self.assertIn(f'result: {result}', evs[0].details)
+        self.assertIn('retry in', evs[0].details)
+        driver.errors.clear()                   # the backend recovers
         for step in range(20):
-            self.at(1 + step)
-        self.assertEqual(1, driver.count('abort'))
-        [ev] = self.events(events.TIMEOUT_ACTION)
-        self.assertEqual(events.ERROR, ev.result)
-        self.assertIn(reason, ev.details)
-        self.assertEqual(traceback, bool(ev.traceback))
-        driver.phase = P.COMPLETED
-        self.at(30)
-        self.assertIn(reason, watch.wait(0).action_error)
+            self.at(21 + step * 0.5)
+        self.assertEqual(calls + 1, driver.count('abort'))
+        outcome = watch.wait(0)
+        self.assertEqual((P.CANCELLED, 'abort', None),
+                         (outcome.phase, outcome.action,
+                          outcome.action_error))
 
     def test_abort_declared_missing_is_recorded(self):
         driver = self.driver(support={caps.Operation.ABORT:
@@ -332,6 +382,7 @@ class ActionTest(MonitorTestCase):
         [ev] = self.events(events.TIMEOUT_ACTION)
         self.assertEqual(events.ERROR, ev.result)
         self.assertIn('does not support abort', ev.details)
+        self.assertIn('no action', ev.details)
 
     @ddt.unpack
     @ddt.data((P.FAILED, 1), (P.CANCELLED, 1), (P.COMPLETED, 0))
@@ -431,10 +482,12 @@ class LifecycleTest(MonitorTestCase):
         self.monitor.stop()
         self.assertTrue(watch.done)
         self.assertEqual(P.PRECOPY, watch.wait(0).phase)
+        self.assertFalse(watch.wait(0).ended)
         [ev] = self.store.list_events('inst-1')
-        self.assertEqual((events.OUTCOME, events.ERROR),
+        # not an outcome: "lmcaps watch" can take the migration over
+        self.assertEqual((registry.UNENFORCED, events.ERROR),
                          (ev.event, ev.result))
-        self.assertIn('no longer enforced', ev.details)
+        self.assertIn('lmcaps watch', ev.details)
         self.assertIn('guest: source (running): scripted', ev.details)
         self.assertRaises(exception.MonitorError, self.watch, driver,
                           self.policy())
@@ -518,7 +571,8 @@ class ThreadedTest(MonitorTestCase):
         time.sleep(0.3)
         driver.phase = P.CANCELLED
         self.assertIsNotNone(watches[0].wait(5))
-        self.assertEqual(1, driver.max_inflight)
+        # polls never overlap; the action lane may run beside one poll
+        self.assertLessEqual(driver.max_inflight, 2)
         self.assertEqual(1, driver.count('abort'))
         self.assertGreater(crashing.count('get_progress'), 3)
         self.assertFalse(watches[1].done)

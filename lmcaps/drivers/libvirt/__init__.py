@@ -33,8 +33,6 @@ MIN_QEMU_POSTCOPY = (2, 5, 0)
 ERR_OPERATION_INVALID = 55
 ERR_OPERATION_ABORTED = 78
 ERR_NO_DOMAIN = 42
-#: How long a control call waits for QEMU to start sending (prepare phase).
-PREPARE_WAIT = 30.0
 
 OPTS = [
     cfg.StrOpt('connection_uri', default='qemu:///system',
@@ -82,6 +80,7 @@ class _State:
         self.paused_by_us = False
         self.cancel_tuning = threading.Event()
         self.last_phase = base.Phase.PREPARING
+        self.last: base.Progress = base.Progress(base.Phase.PREPARING)
         self.ended: base.Progress | None = None   # seen without a call
 
     @property
@@ -213,6 +212,11 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 driver=self.name,
                 reason=f'domain {spec.instance}: {exc}') from exc
         return dom, size
+
+    def instance_uuid(self, spec: base.MigrationSpec) -> str:
+        """The domain's UUID, whatever name or UUID the operator typed."""
+        dom, _size = self._domain(spec)
+        return str(dom.UUIDString())
 
     def guest_data_gib(self, spec: base.MigrationSpec) -> float:
         return self._domain(spec)[1]
@@ -387,6 +391,12 @@ class LibvirtDriver(base.LiveMigrationDriver):
             return None
 
     def _progress(self, migration: base.Migration) -> base.Progress:
+        """One reading; never waits (the monitor's timers poll again).
+
+        While the migrate call still runs, a job that looks gone or done
+        gives the last reading: the call's verdict, read at the next poll,
+        says how it ended.
+        """
         state: _State = migration.backend
         final = self._final(state)
         if final is not None:
@@ -394,10 +404,14 @@ class LibvirtDriver(base.LiveMigrationDriver):
         try:
             stats = state.domain.jobStats()
         except self._libvirt.libvirtError as exc:
-            final = self._final(state, wait=1.0)
+            final = self._final(state)
             if final is not None:
                 return final
-            if exc.get_error_code() in (ERR_NO_DOMAIN, ERR_OPERATION_INVALID):
+            gone = exc.get_error_code() in (ERR_NO_DOMAIN,
+                                            ERR_OPERATION_INVALID)
+            if gone and state.call is not None:
+                return state.last
+            if gone:
                 # nova counts these as completed: the domain left the source
                 return self._ended(state, base.Phase.COMPLETED, str(exc))
             raise exception.DriverError(driver=self.name,
@@ -407,13 +421,16 @@ class LibvirtDriver(base.LiveMigrationDriver):
         if progress.phase.terminal or (
                 progress.phase is base.Phase.PREPARING and
                 state.last_phase is not base.Phase.PREPARING):
-            # Job gone (or done) before the thread noticed: its result wins.
-            final = self._final(state, wait=2.0)
+            # Job gone (or done) before the call returned: its verdict wins.
+            final = self._final(state)
             if final is not None:
                 return final
-            if state.call is None and progress.phase.terminal:
+            if state.call is not None:
+                return state.last
+            if progress.phase.terminal:
                 return self._ended(state, progress.phase, progress.message)
         state.last_phase = progress.phase
+        state.last = progress
         return progress
 
     def _final(self, state: _State, wait: float = 0.0) -> base.Progress | None:
@@ -435,28 +452,30 @@ class LibvirtDriver(base.LiveMigrationDriver):
             return self.get_progress(migration)
         return super().wait(migration, timeout, interval)
 
-    def _wait_sending(self, migration: base.Migration) -> None:
-        """Wait until QEMU sends data: control calls before act late or not."""
-        deadline = time.monotonic() + PREPARE_WAIT
-        state = migration.backend
-        while time.monotonic() < deadline and not state.finished.is_set():
-            try:
-                if state.domain.jobStats().get('data_total'):
-                    return
-            except self._libvirt.libvirtError:
-                return
-            state.finished.wait(0.05)
+    def _sending(self, state: _State) -> bool:
+        """Whether QEMU sends data (control calls before act late or not)."""
+        try:
+            return bool(state.domain.jobStats().get('data_total'))
+        except self._libvirt.libvirtError:
+            return True   # no job to wait for: let the call decide
 
     def _control(self, migration: base.Migration, operation: caps.Operation,
                  call: Any) -> None:
         state: _State = migration.backend
-        self._wait_sending(migration)
         final = self._final(state)
         if final is not None:
             raise exception.OperationRefused(
                 driver=self.name, operation=operation.value,
                 migration=migration.id,
                 reason=f'the migration already ended ({final.phase.value})')
+        if not self._sending(state):
+            # Acting in the prepare phase is lost or late (seen with
+            # abortJob): refuse for now, the monitor retries shortly.
+            raise exception.OperationRefused(
+                driver=self.name, operation=operation.value,
+                migration=migration.id,
+                reason='the migration is still preparing (QEMU sends no '
+                       'data yet); retry')
         try:
             call()
         except self._libvirt.libvirtError as exc:

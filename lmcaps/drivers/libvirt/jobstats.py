@@ -95,8 +95,7 @@ def location_of(src: State | None, dst: State | None, src_error: str = '',
         return ''
 
     if src_error and (dst is None or run(dst) is not RunState.RUNNING):
-        return GuestLocation.unknown('; '.join(e for e in (src_error,
-                                                          dst_error) if e))
+        return GuestLocation.unknown(_join(src_error, dst_error))
     src_active = src is not None and src[0] not in (STATE_SHUTOFF,
                                                     STATE_CRASHED)
     dst_active = dst is not None and dst[0] not in (STATE_SHUTOFF,
@@ -117,7 +116,10 @@ def location_of(src: State | None, dst: State | None, src_error: str = '',
     if dst is not None:
         return GuestLocation(GuestHost.DESTINATION, run(dst))
     if src_error or dst_error:
-        return GuestLocation.unknown('; '.join(e for e in (src_error,
-                                                          dst_error) if e))
+        return GuestLocation.unknown(_join(src_error, dst_error))
     return GuestLocation(GuestHost.NOWHERE, RunState.UNKNOWN,
                          'no host has the domain')
+
+
+def _join(*errors: str) -> str:
+    return '; '.join(e for e in errors if e)

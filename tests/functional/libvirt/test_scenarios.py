@@ -28,6 +28,7 @@ from lmcaps import exception
 from lmcaps import migrate
 from lmcaps import monitor
 from lmcaps import policy
+from lmcaps import registry
 from lmcaps.drivers import base
 from lmcaps.drivers import fake
 from tests.functional.libvirt import pair as pair_mod
@@ -72,8 +73,27 @@ class _Base(testtools.TestCase):
                            self.store, on_progress=seen,
                            progress_interval=0.2)
 
+    def uuid(self, name):
+        """Events are recorded under the domain's UUID."""
+        for side in ('src', 'dst'):
+            try:
+                dom = self.pair._lookup(side, name)
+            except libvirt.libvirtError:    # that daemon was killed
+                continue
+            if dom is not None:
+                return dom.UUIDString()
+        return name     # watched under its name by the test itself
+
     def events_named(self, name, event):
-        return [e for e in self.store.list_events(name) if e.event == event]
+        return [e for e in self.store.list_events(self.uuid(name))
+                if e.event == event]
+
+    def when_sending(self, migration):
+        """Wait until QEMU sends data: control calls are refused before."""
+        deadline = time.monotonic() + 30
+        while not (self.driver.get_progress(migration).data_total or 0):
+            self.assertLess(time.monotonic(), deadline, 'never started')
+            time.sleep(0.05)
 
 
 class TimeoutActionTest(_Base):
@@ -127,6 +147,37 @@ class TimeoutActionTest(_Base):
         self.assertEqual(RUNNING, self.pair.states(name)['dst'][0])
         self.assertEqual(1, len(self.events_named(name,
                                                   events.TIMEOUT_ACTION)))
+
+    def test_destination_dies_in_post_copy_reported_as_observed(self):
+        """After our switch to post-copy the destination QEMU dies: the
+        guest is paused on the source with post-copy failed, and the
+        outcome says so (asked of libvirt, not inferred from the phase)."""
+        self.setup_driver(permit_post_copy=True)
+        name = self.guest()
+        killed = []
+
+        def kill_destination(_migration, progress, _left):
+            self.phases.append(progress.phase)
+            if progress.phase is base.Phase.POSTCOPY and not killed:
+                self.pair.conn('dst').lookupByName(name).destroy()
+                killed.append(time.monotonic())
+
+        self.phases = []
+        summary = migrate.run(
+            self.conf, self.driver, pair_mod.spec(self.pair, name),
+            {'completion_timeout': 3, 'timeout_action': 'force_complete',
+             'force_complete_mode': 'postcopy'}, self.store,
+            on_progress=kill_destination, progress_interval=0.1)
+        self.assertTrue(killed, f'post-copy never seen: {self.phases}')
+        self.assertEqual(('failed', 'postcopy'),
+                         (summary.outcome, summary.action))
+        src = self.pair.states(name)['src']
+        self.assertEqual(PAUSED, src[0], 'libvirt: source not paused')
+        self.assertTrue(summary.guest_on.startswith('source (paused)'),
+                        summary.guest_on)
+        self.assertIn('post-copy failed', summary.guest_on)
+        [outcome] = self.events_named(name, events.OUTCOME)
+        self.assertIn('guest: source (paused)', outcome.details)
 
     def test_post_copy_refused_before_the_migration_starts(self):
         self.setup_driver(permit_post_copy=False)
@@ -190,7 +241,7 @@ class SourceDaemonKilledTest(_Base):
         self.assertIn('failed', rec.details)
         # the process and the monitor survive: another migration is served
         fdrv = fake.FakeDriver(self.conf)
-        fmig = fdrv.start_migration(base.MigrationSpec('other', 'dest'))
+        fmig = fdrv.start_migration(base.MigrationSpec('other', 'dest'))  # noqa
         fpol = policy.resolve(self.conf, 2, [('request', {
             'completion_timeout': 0})])
         fwatch = mon.watch(fdrv, fmig, fpol, instance_uuid='other',
@@ -226,12 +277,15 @@ class CommandLineTest(_Base):
                           summary['guest_on']))
         self.assertIn(f'{name}: aborted', proc.stderr.splitlines()[-1])
         self.assertEqual('src', self.pair.where(name))
-        proc = self.lmcaps(conf_file, 'events', name, '-f', 'json')
+        self.assertEqual(self.uuid(name), summary['instance_uuid'])
+        proc = self.lmcaps(conf_file, 'events', summary['instance_uuid'],
+                           '-f', 'json')
         self.assertEqual(0, proc.returncode, proc.stderr)
         names = [e['Event'] for e in json.loads(proc.stdout)]
         self.assertEqual(1, names.count(events.PRECHECK))
         self.assertEqual(1, names.count(events.TIMEOUT_ACTION))
         self.assertEqual(1, names.count(events.OUTCOME))
+        self.assertEqual(1, names.count(registry.WATCH))
 
     def test_migrate_bad_request_is_one_line(self):
         name = self.guest()
@@ -255,7 +309,9 @@ class PostCopyRefusalTest(_Base):
         self.setup_driver(permit_post_copy=True)
         name = self.guest()
         migration = self.driver.start_migration(dataclasses.replace(
-            pair_mod.spec(self.pair, name), postcopy=True))
+            pair_mod.spec(self.pair, name),
+            prepare_for=base.PREPARE_POSTCOPY))
+        self.when_sending(migration)
         self.driver.force_complete(migration,
                                    caps.ForceCompleteMode.POSTCOPY)
         deadline = time.monotonic() + 30
@@ -281,6 +337,7 @@ class PostCopyRefusalTest(_Base):
         name = self.guest()
         migration = self.driver.start_migration(pair_mod.spec(self.pair,
                                                               name))
+        self.when_sending(migration)
         err = self.assertRaises(exception.OperationRefused,
                                 self.driver.force_complete, migration,
                                 caps.ForceCompleteMode.POSTCOPY)
