@@ -156,10 +156,11 @@ class ScenarioTest(testtools.TestCase):
                                     self.driver.start_migration,
                                     cb.spec(name))
             self.assertNotIn('\n', str(exc))
-        self.vm('twin')
-        self.vm('twin')
+        twin = f'twin-{uuid.uuid4().hex[:6]}'
+        self.vm(twin)
+        self.vm(twin)
         exc = self.assertRaises(exception.DriverError,
-                                self.driver.start_migration, cb.spec('twin'))
+                                self.driver.start_migration, cb.spec(twin))
         self.assertIn('2 VMs', str(exc))
 
     # -- errors -------------------------------------------------------------
