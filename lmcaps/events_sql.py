@@ -267,7 +267,8 @@ class SQLEventStore(events.EventStore):
         result = conn.execute(_INSERT_ACTION, {
             'request_id': request_id, 'instance_uuid': instance_uuid,
             'action': action, 'start_time': _now(), 'host': host})
-        return result.inserted_primary_key[0]
+        key: Any = result.inserted_primary_key
+        return key[0]
 
     def _write(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in one transaction, retried until done.
@@ -411,7 +412,8 @@ class SQLEventStore(events.EventStore):
             rows = conn.execute(query).all()
         return [events.ActionRecord(
             id=r.id, request_id=r.request_id, instance_uuid=r.instance_uuid,
-            action=r.action, start_time=_aware(r.start_time),
+            action=r.action,
+            start_time=_aware(r.start_time),  # type: ignore[arg-type]
             finish_time=_aware(r.finish_time), host=r.host,
             message=r.message) for r in rows]
 

@@ -98,7 +98,7 @@ def mask_url(url: object) -> str:
     if url is None:
         return ''
     if hasattr(url, 'render_as_string'):
-        text = url.render_as_string(hide_password=True)  # type: ignore
+        text = url.render_as_string(hide_password=True)
     else:
         text = _sqlalchemy_render(str(url)) or str(url)
     parts = _split(text)

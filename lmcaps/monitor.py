@@ -437,10 +437,10 @@ class TimeoutMonitor:
                 return
             pending = [a for a in st.latch.attempts
                        if a.result is R.PENDING and a.returned is not None]
-            if pending:
+            returned = pending[-1].returned if pending else None
+            if returned is not None:
                 self._push(st, _Timer.ACTION,
-                           pending[-1].returned + self.effect_timeout +
-                           RECHECK)
+                           returned + self.effect_timeout + RECHECK)
             elif st.latch.next_at is not None:
                 when = st.latch.next_at
                 if st.latch.deadline is not None:

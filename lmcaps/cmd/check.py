@@ -108,7 +108,7 @@ class Check(lister.Lister):
         from lmcaps import validation
         from lmcaps.drivers import base as drivers_base
 
-        conf = self.app.conf
+        conf = cli_main.conf_of(self.app)
         validation.instance_key(parsed_args.instance, '--instance')
         request_id = validation.request_id(
             parsed_args.request_id or f'req-{uuid.uuid4()}')

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from cliff import lister
 
+from lmcaps.cmd import main as cli_main
+
 if TYPE_CHECKING:
     from lmcaps.conformance import results
 
@@ -68,7 +70,7 @@ class Conformance(lister.Lister):
         missing = conformance.missing_kit_modules()
         if missing:
             raise exception.KitNotInstalled(modules=', '.join(missing))
-        conf = self.app.conf
+        conf = cli_main.conf_of(self.app)
         drivers.driver_class(parsed_args.driver)  # unknown: a usage error
         factory = conformance.resolve_backend(parsed_args.driver,
                                               parsed_args.backend)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import argparse
-from collections.abc import Iterable
 
 from cliff import show
+
+from lmcaps.cmd import main as cli_main
 
 
 class Upgrade(show.ShowOne):
@@ -20,10 +23,10 @@ class Upgrade(show.ShowOne):
         return ''
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[Iterable[str], Iterable[str]]:
+                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         from lmcaps import events_sql
 
-        store = events_sql.SQLEventStore.from_conf(self.app.conf,
+        store = events_sql.SQLEventStore.from_conf(cli_main.conf_of(self.app),
                                                    upgrade=False)
         try:
             before, after = store.upgrade()
@@ -40,11 +43,11 @@ class Version(show.ShowOne):
         return ''
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[Iterable[str], Iterable[str]]:
+                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         from lmcaps import db
         from lmcaps import events_sql
 
-        store = events_sql.SQLEventStore.from_conf(self.app.conf,
+        store = events_sql.SQLEventStore.from_conf(cli_main.conf_of(self.app),
                                                    upgrade=False)
         try:
             with store._guard(), store.engine.connect() as conn:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from collections.abc import Iterable
 
 from cliff import lister
+
+from lmcaps.cmd import main as cli_main
 
 COLUMNS = ('Request ID', 'Action', 'Event', 'Result', 'Start Time',
            'Finish Time', 'Host', 'Details')
@@ -36,7 +39,7 @@ class Events(lister.Lister):
         key = validation.instance_key(parsed_args.instance, 'INSTANCE')
         if parsed_args.request_id:
             validation.request_id(parsed_args.request_id)
-        store = events_sql.SQLEventStore.from_conf(self.app.conf)
+        store = events_sql.SQLEventStore.from_conf(cli_main.conf_of(self.app))
         try:
             records = store.list_events(key)
         finally:
@@ -54,5 +57,5 @@ class Events(lister.Lister):
         return columns, rows
 
 
-def _time(value: object) -> str | None:
+def _time(value: Any) -> str | None:
     return value.isoformat() if value is not None else None

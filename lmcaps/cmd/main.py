@@ -135,6 +135,12 @@ def check_values(conf: cfg.ConfigOpts, group: str,
                 f'{validation.escape(match["why"][:300])}') from exc
 
 
+def conf_of(app: Any) -> cfg.ConfigOpts:
+    """The private conf of the running ``lmcaps`` application."""
+    conf: cfg.ConfigOpts = app.conf
+    return conf
+
+
 def load_driver(conf: cfg.ConfigOpts, name: str | None) -> Any:
     """Driver ``name`` (default ``[lmcaps] driver``) with its options checked.
 

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from cliff import show
@@ -149,7 +149,7 @@ class Migrate(show.ShowOne):
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[Iterable[str], Iterable[Any]]:
+                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         from lmcaps import events_sql
         from lmcaps import migrate as lmcaps_migrate
         from lmcaps.drivers import base
@@ -157,7 +157,7 @@ class Migrate(show.ShowOne):
         from lmcaps import events as lmcaps_events
         from lmcaps import validation
 
-        conf = self.app.conf
+        conf = cli_main.conf_of(self.app)
         validation.name(parsed_args.instance, 'DOMAIN')
         if parsed_args.request_id is not None:
             validation.request_id(parsed_args.request_id)

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from cliff import lister
 
+from lmcaps.cmd import main as cli_main
+
 from lmcaps import report
 
 
@@ -63,7 +65,7 @@ class Report(lister.Lister):
         decls, self.failures = report.survey(names=parsed_args.drivers)
         if parsed_args.verified:
             from lmcaps.conformance import results
-            runs = results.load_last(self.app.conf.lmcaps.state_path)
+            runs = results.load_last(cli_main.conf_of(self.app).lmcaps.state_path)
             columns = report.COLUMNS + ('Verified', 'Verified At')
             return columns, (report.with_verdicts(decls, runs) +
                              report.failure_rows(self.failures, len(columns)))

@@ -40,7 +40,7 @@ class Watch(lister.Lister):
         from lmcaps import events_sql
         from lmcaps import migrate as lmcaps_migrate
 
-        conf = self.app.conf
+        conf = cli_main.conf_of(self.app)
         driver = cli_main.load_driver(conf, parsed_args.driver)
         store = events_sql.SQLEventStore.from_conf(conf)
         self.exit_code = 0

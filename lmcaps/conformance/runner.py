@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import traceback
 import unittest
 from collections.abc import Sequence
 from importlib import metadata
@@ -110,10 +111,10 @@ class _Collector(unittest.TestResult):
         self._add(test, results.PASSED)
 
     def addFailure(self, test: unittest.TestCase, err: Any) -> None:
-        self._add(test, 'failed', self._exc_info_to_string(err, test))
+        self._add(test, 'failed', ''.join(traceback.format_exception(*err)))
 
     def addError(self, test: unittest.TestCase, err: Any) -> None:
-        self._add(test, 'error', self._exc_info_to_string(err, test))
+        self._add(test, 'error', ''.join(traceback.format_exception(*err)))
 
     def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         self._add(test, 'skipped', f'skipped: {reason}')

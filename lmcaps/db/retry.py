@@ -11,7 +11,7 @@ so running one again after an unknown commit outcome applies it once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import tenacity
 from sqlalchemy import exc as sa_exc
@@ -48,7 +48,7 @@ def run(fn: Callable[[], T], budget: float = BUDGET,
     :raises: the last error once the budget or attempts are spent, or any
         non-transient error at once.
     """
-    stop = tenacity.stop_after_delay(budget)
+    stop: Any = tenacity.stop_after_delay(budget)
     if attempts is not None:
         stop = stop | tenacity.stop_after_attempt(attempts)
     retrying = tenacity.Retrying(

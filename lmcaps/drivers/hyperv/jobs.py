@@ -100,7 +100,8 @@ def progress(props: Mapping[str, Any]) -> base.Progress:
     fraction = None if percent is None else max(0.0, min(1.0, percent / 100))
     if phase is Phase.COMPLETED:
         fraction = 1.0
-    raw = f'JobState {state} ({JOB_STATES.get(state, "undocumented")})'
+    word = JOB_STATES.get(-1 if state is None else state, 'undocumented')
+    raw = f'JobState {state} ({word})'
     if error:
         raw += f', ErrorCode {error}'
     return base.Progress(phase, fraction=fraction, raw_state=raw,
@@ -109,7 +110,8 @@ def progress(props: Mapping[str, Any]) -> base.Progress:
 
 def why_not_cancellable(props: Mapping[str, Any]) -> str:
     state = as_int(props.get('JobState'))
-    words = f'JobState {state} ({JOB_STATES.get(state, "undocumented")})'
+    word = JOB_STATES.get(-1 if state is None else state, 'undocumented')
+    words = f'JobState {state} ({word})'
     if _PHASES.get(state or -1, Phase.PRECOPY).terminal:
         return f'the job has already ended: {words}'
     if not _true(props.get('Cancellable')):
@@ -133,13 +135,15 @@ def location(on_source: Sequence[Mapping[str, Any]],
                                   'no host has the VM')
     both = src is not None and dst is not None
     pick, host = (src, base.GuestHost.SOURCE)
-    if src is None or (both and as_int(dst.get('EnabledState')) == 2 and
+    if src is None or (dst is not None and
+                       as_int(dst.get('EnabledState')) == 2 and
                        as_int(src.get('EnabledState')) != 2):
         pick, host = (dst, base.GuestHost.DESTINATION)
     assert pick is not None
     enabled = as_int(pick.get('EnabledState'))
-    run = ENABLED_STATES.get(enabled, base.RunState.UNKNOWN)
-    detail = f'EnabledState {enabled} ({_ENABLED_WORDS.get(enabled, "?")})'
+    run = ENABLED_STATES.get(-1 if enabled is None else enabled, base.RunState.UNKNOWN)
+    said = _ENABLED_WORDS.get(-1 if enabled is None else enabled, '?')
+    detail = f'EnabledState {enabled} ({said})'
     if both:
         detail += '; both hosts list the VM'
     return base.GuestLocation(host, run, detail)
