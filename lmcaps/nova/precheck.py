@@ -63,6 +63,11 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
     except exception.InvalidRequest as exc:
         _record_refusal(store, context, instance, conf, exc.message)
         raise nova_exception.MigrationPreCheckError(reason=exc.message)
+    except Exception as exc:  # never let lmcaps put the instance in ERROR
+        reason = _crashed(instance, exc)
+        _record_refusal(store, context, instance, conf, reason,
+                        traceback.format_exc())
+        raise nova_exception.MigrationPreCheckError(reason=reason) from exc
     try:
         data_gb = driver._live_migration_data_gb(instance, [])
         all_layers = nova_policy.with_config(

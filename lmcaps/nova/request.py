@@ -131,6 +131,10 @@ def from_instance(instance: Any, context: Any) -> dict[str, Any]:
         raise exception.InvalidRequest(
             reason=f'system metadata {SYSMETA_KEY} is unreadable: '
                    f'{type(exc).__name__}: {exc}') from exc
+    if not isinstance(owner, str) or not isinstance(values, Mapping):
+        raise exception.InvalidRequest(
+            reason=f'system metadata {SYSMETA_KEY} is malformed: request_id '
+                   f'must be a string and values an object')
     ids = {getattr(context, 'request_id', None),
            getattr(context, 'global_request_id', None)} - {None}
     if owner not in ids:

@@ -187,6 +187,25 @@ class SourcePreCheckTest(base.NovaLmcapsTestCase):
                                 self.check, inst)
         self.assertIn('(from request)', str(exc))
 
+    def test_malformed_carrier_is_a_precheck_error_not_error_state(self):
+        inst = self.make_instance()
+        inst.system_metadata[nova_request.SYSMETA_KEY] = (
+            '{"request_id": ["x"], "values": {}}')
+        inst.save()
+        exc = self.assertRaises(exception.MigrationPreCheckError,
+                                self.check, inst)
+        self.assertIn('malformed', str(exc))
+        self.assertEqual(vm_states.ACTIVE, self.reloaded(inst).vm_state)
+
+    def test_unexpected_failure_reading_layers_is_a_precheck_error(self):
+        inst = self.make_instance()
+        with mock.patch('lmcaps.nova.policy.instance_layers',
+                        side_effect=RuntimeError('boom')):
+            exc = self.assertRaises(exception.MigrationPreCheckError,
+                                    self.check, inst)
+        self.assertIn('lmcaps pre-check error: RuntimeError: boom', str(exc))
+        self.assertEqual(vm_states.ACTIVE, self.reloaded(inst).vm_state)
+
     def test_instance_metadata_is_off_by_default_and_bounded(self):
         inst = self.make_instance(metadata={
             'lmcaps:completion_timeout': '0'})

@@ -93,3 +93,14 @@ class CarrierTest(testtools.TestCase):
         inst.system_metadata[nova_request.SYSMETA_KEY] = '{not json'
         self.assertRaises(exception.InvalidRequest, nova_request.from_instance,
                           inst, _Context('req-1'))
+
+    def test_malformed_carriers_are_invalid_requests(self) -> None:
+        for text in ('{"request_id": ["x"], "values": {}}',
+                     '{"request_id": ["x"]}', '["req-1"]', '"req-1"', '7',
+                     '{"request_id": "req-1", "values": ["x"]}',
+                     '{"request_id": "req-1", "values": null}'):
+            inst = self.instance()
+            inst.system_metadata[nova_request.SYSMETA_KEY] = text
+            self.assertRaises(exception.InvalidRequest,
+                              nova_request.from_instance, inst,
+                              _Context('req-1'))
