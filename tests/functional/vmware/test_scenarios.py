@@ -26,6 +26,7 @@ from lmcaps import exception
 from lmcaps import migrate
 from lmcaps import monitor
 from lmcaps import policy
+from lmcaps import registry
 from lmcaps.drivers import base
 from tests import backend as test_backend
 from tests.functional.vmware import vcsim
@@ -160,9 +161,10 @@ class TimeoutTest(_Base):
         mon.stop()                           # the process goes on
         outcome = watch.wait(1)
         self.assertIsNone(outcome.action)
+        self.assertFalse(outcome.ended)     # "lmcaps watch" may take over
         self.assertEqual(base.GuestHost.UNKNOWN, outcome.location.host)
         self.assertEqual(base.RunState.UNKNOWN, outcome.location.state)
-        [ended] = self.events_named(vm, events.OUTCOME)
+        [ended] = self.events_named(vm, registry.UNENFORCED)
         self.assertIn('guest: unknown', ended.details)
         self.assertIn('vCenter unreachable', ended.details)
 
