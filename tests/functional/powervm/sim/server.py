@@ -258,6 +258,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 job = lpar.migrate_job
                 view['job'] = None if job is None else {
                     'id': job.job_id, 'status': nl.status(job)[0],
+                    'deleted': job.deleted,
                     'task': job.task.state.value if job.task else None}
                 return self._json(view)
             if parts[2:] == ['fail'] and method == 'POST':
