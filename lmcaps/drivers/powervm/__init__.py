@@ -39,6 +39,7 @@ Talks to a NovaLink or HMC REST API with pypowervm 1.1.27 (``Session``,
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from typing import Any
@@ -155,6 +156,7 @@ class PowerVMDriver(base.LiveMigrationDriver):
                     f'(pip install lmcaps[powervm]): {exc}') from exc
             self._rest = rest
             opts = self.options
+            self._warn_env_bundle()
             try:
                 self._session = rest.session(
                     opts.host, opts.port, opts.protocol, opts.username,
@@ -162,6 +164,20 @@ class PowerVMDriver(base.LiveMigrationDriver):
             except Exception as exc:
                 raise exception.DriverError(
                     driver=self.name, reason=self._logon_error(exc)) from None
+
+    def _warn_env_bundle(self) -> None:
+        """requests prefers REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE to a Session's
+        ``verify`` (pypowervm sets only ``Session.verify``): say so."""
+        verify = self._verify()
+        for name in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE'):
+            bundle = os.environ.get(name)
+            if bundle and self.options.protocol == 'https' and \
+                    verify is not True:
+                LOG.warning('powervm: %s=%s is set: requests verifies the '
+                            'REST server against it instead of '
+                            '[lmcaps_powervm] %s', name, bundle,
+                            'ca_file' if verify else 'tls_verify=False')
+                return
 
     def _logon_error(self, exc: BaseException) -> str:
         opts = self.options

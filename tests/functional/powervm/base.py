@@ -24,11 +24,14 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
 class SimTestCase(testtools.TestCase):
     """``self.sim``: a running NovaLink simulator (pypowervm required)."""
 
+    #: serve https with a self-signed certificate (``self.sim.ca_file``)
+    tls = False
+
     def setUp(self) -> None:
         super().setUp()
         ok, reason = fixture.pypowervm_available()
         test_backend.require(self, ok, reason)
-        self.sim = self.useFixture(fixture.NovalinkSim())
+        self.sim = self.useFixture(fixture.NovalinkSim(tls=self.tls))
 
     def session(self, password: str | None = None):
         from pypowervm import adapter

@@ -220,3 +220,54 @@ class LogonTest(pvm_base.SimTestCase):
         self.assertIn('username and password', text)
         self.assertNotIn('Wrong-Secret-42', text)
         self.assertNotIn(self.sim.password, text)
+
+
+class TLSTest(pvm_base.SimTestCase):
+    """The driver verifies the REST server's certificate unless told not to."""
+
+    tls = True
+
+    def setUp(self):
+        super().setUp()
+        import fixtures
+        # requests lets these override a Session's verify (see the driver)
+        for name in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE'):
+            self.useFixture(fixtures.EnvironmentVariable(name))
+
+    def driver_with(self, **options):
+        import fixtures
+        conf = pvm_base.make_conf(self.sim,
+                                  self.useFixture(fixtures.TempDir()).path)
+        conf.set_override('protocol', 'https', group='lmcaps_powervm')
+        for key, value in options.items():
+            conf.set_override(key, value, group='lmcaps_powervm')
+        driver = drivers.load('powervm', conf)
+        self.addCleanup(driver.close)
+        return driver
+
+    def test_unknown_certificate_is_refused_by_default(self):
+        err = self.assertRaises(exception.DriverError,
+                                self.driver_with().connect)
+        self.assertEqual(1, len(str(err).splitlines()))
+        self.assertIn('SSLError', str(err))
+
+    def test_ca_file_is_trusted(self):
+        driver = self.driver_with(ca_file=self.sim.ca_file)
+        uuid = self.sim.add_lpar('tls', duration=0.5)
+        migration = driver.start_migration(base.MigrationSpec(
+            uuid, base.Destination(self.sim.target_name)))
+        self.assertEqual(base.Phase.COMPLETED, driver.wait(migration, 20).phase)
+
+    def test_ca_bundle_variable_overrides_ca_file(self):
+        import fixtures
+        self.useFixture(fixtures.EnvironmentVariable('REQUESTS_CA_BUNDLE',
+                                                     self.sim.ca_file))
+        driver = self.driver_with(tls_verify=False)
+        with self.assertLogs('lmcaps.drivers.powervm', 'WARNING') as logs:
+            driver.connect()
+        self.assertIn('REQUESTS_CA_BUNDLE', logs.output[0])
+
+    def test_insecure_only_when_asked(self):
+        driver = self.driver_with(tls_verify=False)
+        driver.connect()
+        self.assertIsNone(driver._lpar('no-such-lpar'))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +40,11 @@ class NovalinkSim(fixtures.Fixture):
     source_name = 'sim-source-sys'
     target_name = 'sim-target-sys'
 
-    def __init__(self, username: str = 'neo', mc_type: str = 'PVM') -> None:
+    def __init__(self, username: str = 'neo', mc_type: str = 'PVM',
+                 tls: bool = False) -> None:
         super().__init__()
+        self.tls = tls
+        self.ca_file: str | None = None
         self.username = username
         self.password = secrets.token_urlsafe(12)
         self.mc_type = mc_type
@@ -52,13 +56,17 @@ class NovalinkSim(fixtures.Fixture):
         pw_file = os.path.join(tmp, 'password')
         with open(pw_file, 'w', encoding='utf-8') as f:
             f.write(self.password)
+        tls_args: list[str] = []
+        if self.tls:
+            tls_args = self._certificate(tmp)
         self.log_path = os.path.join(tmp, 'sim.log')
         log = open(self.log_path, 'wb')
         self.addCleanup(log.close)
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'tests.functional.powervm.sim',
              '--port-file', port_file, '--user', self.username,
-             '--password-file', pw_file, '--mc-type', self.mc_type],
+             '--password-file', pw_file, '--mc-type', self.mc_type,
+             *tls_args],
             cwd=str(ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)
         self.addCleanup(self.stop)
@@ -69,10 +77,26 @@ class NovalinkSim(fixtures.Fixture):
                                    Path(self.log_path).read_text()[-2000:])
             time.sleep(0.02)
         self.port = int(Path(port_file).read_text())
+        self.scheme = 'https' if self.tls else 'http'
         self.source = self.control('POST', 'systems',
                                    {'name': self.source_name})['uuid']
         self.target = self.control('POST', 'systems',
                                    {'name': self.target_name})['uuid']
+
+    def _certificate(self, tmp: str) -> list[str]:
+        """A self-signed certificate for 127.0.0.1 (openssl); its args."""
+        openssl = shutil.which('openssl')
+        if openssl is None:
+            raise RuntimeError('openssl is needed for the https simulator')
+        cert, key = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
+        subprocess.run(
+            [openssl, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+             '-keyout', key, '-out', cert, '-days', '2',
+             '-subj', '/CN=127.0.0.1', '-addext',
+             'subjectAltName=IP:127.0.0.1'],
+            check=True, capture_output=True)
+        self.ca_file = cert
+        return ['--tls-cert', cert, '--tls-key', key]
 
     @property
     def pid(self) -> int:
@@ -95,10 +119,15 @@ class NovalinkSim(fixtures.Fixture):
                 ) -> dict:
         """Call the simulator's test-control endpoint ``/sim/<path>``."""
         req = urllib.request.Request(
-            f'http://127.0.0.1:{self.port}/sim/{path}', method=method,
+            f'{self.scheme}://127.0.0.1:{self.port}/sim/{path}', method=method,
             data=json.dumps(data or {}).encode(),
             headers={'Content-Type': 'application/json'})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        context = None
+        if self.ca_file:
+            import ssl
+            context = ssl.create_default_context(cafile=self.ca_file)
+        with urllib.request.urlopen(req, timeout=10,
+                                    context=context) as resp:
             return json.loads(resp.read() or b'{}')
 
     def add_lpar(self, name: str, **behaviour: object) -> str:

@@ -36,6 +36,7 @@ import http.server
 import json
 import os
 import re
+import ssl
 import sys
 import xml.etree.ElementTree as ET
 
@@ -66,7 +67,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     @property
     def base(self) -> str:
-        return f'http://{self.headers.get("Host", "127.0.0.1")}'
+        host = self.headers.get('Host', '127.0.0.1')
+        return f'{self.server.scheme}://{host}'
 
     def _body(self) -> bytes:
         length = int(self.headers.get('Content-Length') or 0)
@@ -282,6 +284,7 @@ class Server(http.server.ThreadingHTTPServer):
                  mc_type: str = 'PVM', verbose: bool = False) -> None:
         super().__init__(('127.0.0.1', port), Handler)
         self.novalink, self.mc_type, self.verbose = novalink, mc_type, verbose
+        self.scheme = 'http'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,12 +293,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--user', default='neo')
     parser.add_argument('--password-file', required=True)
     parser.add_argument('--mc-type', default='PVM', choices=('PVM', 'HMC'))
+    parser.add_argument('--tls-cert', help='PEM certificate: serve https')
+    parser.add_argument('--tls-key', help='PEM key of --tls-cert')
     parser.add_argument('--verbose', action='store_true')
     args = parser.parse_args(argv)
     with open(args.password_file, encoding='utf-8') as f:
         password = f.read().strip()
     server = Server(model.Novalink(args.user, password),
                     mc_type=args.mc_type, verbose=args.verbose)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.scheme = 'https'
     tmp = args.port_file + '.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:
         f.write(str(server.server_address[1]))
