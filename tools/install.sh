@@ -8,7 +8,7 @@ with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
 apt_pkgs="libvirt-dev pkg-config gcc"
-[ "$with_tests" = 1 ] && apt_pkgs="$apt_pkgs libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 binutils util-linux"
+[ "$with_tests" = 1 ] && apt_pkgs="$apt_pkgs libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 binutils util-linux openssl"
 missing=""
 for p in $apt_pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
@@ -26,7 +26,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip setuptools wheel
 extras="libvirt"
-[ "$with_tests" = 1 ] && extras="libvirt,test"
+[ "$with_tests" = 1 ] && extras="libvirt,test,powervm"
 .venv/bin/pip install -q -e ".[$extras]"
 
 if [ "$with_tests" = 1 ]; then
