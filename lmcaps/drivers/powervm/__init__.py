@@ -1,39 +1,21 @@
 """The PowerVM driver: Live Partition Mobility through pypowervm.
 
-Talks to a NovaLink or HMC REST API with pypowervm 1.1.27 (``Session``,
-``Adapter``, ``pypowervm.tasks.migration``).  pypowervm is imported only in
-:meth:`PowerVMDriver.connect`.
+NovaLink or HMC REST API, pypowervm 1.1.27 (``Session``, ``Adapter``,
+``pypowervm.tasks.migration``), imported only in :meth:`connect`.  Details,
+decisions and pypowervm's Python hazards: doc/drivers/powervm.rst.
 
-* **start**: ``migrate_lpar(lpar, <target managed system name>)`` runs the
-  ``Migrate`` job (GET ``LogicalPartition/{uuid}/do/Migrate`` template, PUT
-  it, poll ``jobs/{id}`` every 1 s, DELETE) and blocks until it ends, so it
-  runs under :class:`~lmcaps.drivers.base.BlockingCall`; the start returns
-  once the REST server has accepted the job.  ``Migration.reference`` is
-  the JobID; ``Migration.extra`` holds the LPAR UUID and the UUID of the
-  source managed system.  pypowervm cancels the job itself (``POST
-  jobs/{id}/cancel``) when ``[lmcaps_powervm] job_timeout`` runs out.
-* **progress**: the job's ``Status`` (NOT_STARTED → preparing, RUNNING →
-  pre-copy, or cancelling after our abort; COMPLETED_OK → completed; every
-  other final status, COMPLETED_WITH_WARNINGS included as pypowervm counts
-  it, → failed) and the LPAR's ``MigrationState`` and
-  ``ProgressPartitionDataTotal``/``Remaining`` (the completed fraction).
-* **locate**: GET the LPAR: ``AssociatedManagedSystem`` (the source system,
-  or the system named as the destination) and ``PartitionState``.  An LPAR
-  the console no longer shows (a NovaLink source after the partition left)
-  is reported nowhere, with that detail: the source console cannot see the
-  destination.
-* **abort**: ``migrate_abort(lpar)``, a separate ``MigrateAbort`` job on the
-  partition (not a cancel of the Migrate job).  :meth:`_abort` returns once
-  the REST server accepted that job (its JobResponse came back NOT_STARTED
-  or RUNNING) and never waits for it to end; a MigrateAbort job that comes
-  back failed at once is an OperationRefused with its message.  pypowervm
-  goes on polling and deleting the abort job in its thread; its failure, if
-  it fails later, shows in the progress message.
-* **recover**: after a failed migration that left the LPAR with
-  ``MigrationState`` other than ``Not_Migrating``, ``migrate_recover(lpar,
-  force=True)`` (as nova-powervm's rollback did).
-* **force-complete**: LPM has neither post-copy nor a pause of the
-  partition: both modes are missing.
+* start: ``migrate_lpar`` (Migrate job) blocks until the job ends, so it runs
+  under :class:`~lmcaps.drivers.base.BlockingCall`; the start returns once
+  the server created the job.  Reference: the JobID; ``extra``: the LPAR
+  UUID and the source managed system's UUID.
+* progress and location are asked of the REST API: the job's ``Status``,
+  the LPAR's ``MigrationState``, ``ProgressPartitionData*``,
+  ``AssociatedManagedSystem`` and ``PartitionState``.
+* abort: ``migrate_abort`` (a separate MigrateAbort job); :meth:`_abort`
+  returns once the server accepted that job, never waits for its end.
+* recover: ``migrate_recover(force=True)`` when the LPAR is left with a
+  MigrationState other than Not_Migrating.
+* force-complete: LPM has neither post-copy nor pause; declared missing.
 """
 
 from __future__ import annotations
@@ -42,6 +24,7 @@ import logging
 import os
 import re
 import threading
+import time
 from typing import Any
 
 from oslo_config import cfg
@@ -49,44 +32,12 @@ from oslo_config import cfg
 from lmcaps import capabilities as caps
 from lmcaps import exception
 from lmcaps.drivers import base
+from lmcaps.drivers.powervm import opts
 from lmcaps.drivers.powervm import states
 
 LOG = logging.getLogger(__name__)
 _UUID = re.compile(r'^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$')
-#: migrate_lpar keyword arguments a request may pass (spec.options or
-#: Destination.data).
-MIGRATE_KWARGS = ('tgt_mgmt_svr', 'tgt_mgmt_usr', 'virtual_fc_mappings',
-                  'virtual_scsi_mappings', 'dest_msp_name', 'source_msp_name',
-                  'spp_id', 'sdn_override', 'vlan_check_override',
-                  'vlan_mappings', 'check_affinity_score')
-
-OPTS = [
-    cfg.HostAddressOpt('host', default='localhost',
-                       help='NovaLink or HMC REST API server of the source '
-                            'managed system.'),
-    cfg.PortOpt('port', help='Its TCP port; default 12443 for https, '
-                             '12080 for http.'),
-    cfg.StrOpt('protocol', default='https', choices=('https', 'http'),
-               help='https, or http (only for a REST server on this '
-                    'host).'),
-    cfg.StrOpt('username', default='',
-               help='REST API user (an HMC/NovaLink user ID).'),
-    cfg.StrOpt('password', default='', secret=True,
-               help='Password of that user.'),
-    cfg.BoolOpt('tls_verify', default=True,
-                help='Verify the REST server certificate (against ca_file, '
-                     'or the system CA bundle). False is insecure and only '
-                     'for tests. Related: ca_file.'),
-    cfg.StrOpt('ca_file',
-               help='PEM CA bundle that signs the REST server certificate; '
-                    'default: the system CA bundle.'),
-    cfg.IntOpt('job_timeout', default=7200, min=1,
-               help='Seconds a Migrate job may run before pypowervm cancels '
-                    'it (POST jobs/{id}/cancel); also the limit of a '
-                    'MigrateRecover job. pypowervm default: 7200.'),
-    cfg.FloatOpt('http_timeout', default=60.0, min=1.0,
-                 help='Seconds one REST request may take.'),
-]
+MIGRATE_KWARGS = opts.MIGRATE_KWARGS
 
 
 class _State:
@@ -113,7 +64,7 @@ class PowerVMDriver(base.LiveMigrationDriver):
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
-        return list(OPTS)
+        return list(opts.OPTS)
 
     @classmethod
     def declare(cls) -> caps.Declaration:
@@ -273,15 +224,22 @@ class PowerVMDriver(base.LiveMigrationDriver):
                 lpar, spec.destination.host,
                 timeout=self.options.job_timeout, **kwargs),
             name=f'lmcaps-powervm-{lpar.name}').start()
-        watch.created.wait(self.call_timeout)
-        verdict = call.verdict()
+        self._await_job(watch, call)
+        what = f'Migrate {lpar.name} to {spec.destination.host}'
         if watch.job_id is None:
+            verdict = call.verdict()
             reason = (verdict.message if verdict is not None else
                       f'the Migrate job was not created within '
                       f'{self.call_timeout:g} s')
             raise exception.DriverError(
-                driver=self.name, reason=f'Migrate {lpar.name} to '
-                f'{spec.destination.host}: {states.first_line(reason)}')
+                driver=self.name, reason=f'{what}: {states.first_line(reason)}')
+        if watch.status in states.FINAL_STATUSES and \
+                watch.status != states.COMPLETED_OK:
+            verdict = call.verdict(wait=self.call_timeout)
+            reason = verdict.message if verdict else watch.status
+            raise exception.DriverError(
+                driver=self.name, reason=f'{what}: refused: '
+                f'{states.first_line(reason)}')
         return base.Migration(
             spec=spec, data_gib=base.data_gib(
                 int(lpar.mem_config.current or 0) * 1024 ** 2),
@@ -289,6 +247,13 @@ class PowerVMDriver(base.LiveMigrationDriver):
             backend=_State(lpar.uuid, call, watch),
             extra={'lpar_uuid': lpar.uuid,
                    'source_system': lpar.assoc_sys_uuid})
+
+    def _await_job(self, watch: Any, call: base.BlockingCall) -> None:
+        """Until the job PUT was answered or the call ended (bounded)."""
+        deadline = time.monotonic() + self.call_timeout
+        while not watch.created.wait(0.02):
+            if call.verdict() is not None or time.monotonic() > deadline:
+                return
 
     def _reattach(self, ref: base.MigrationRef) -> base.Migration:
         lpar_uuid = str(ref.extra.get('lpar_uuid') or '')
@@ -315,12 +280,13 @@ class PowerVMDriver(base.LiveMigrationDriver):
 
     def _progress(self, migration: base.Migration) -> base.Progress:
         state = self._state(migration)
-        if state.call is not None and state.call.verdict() is not None:
-            return states.from_verdict(state.call.verdict())
+        verdict = self._verdict(state)
+        if verdict is not None:
+            return states.from_verdict(verdict)
         job = self._job(migration.reference)
         if job is None:
             if state.call is not None:   # pypowervm deletes it when it ends
-                verdict = state.call.verdict(wait=self.call_timeout)
+                verdict = self._verdict(state, wait=self.call_timeout)
                 if verdict is not None:
                     return states.from_verdict(verdict)
             return self._job_gone(migration)
@@ -332,6 +298,32 @@ class PowerVMDriver(base.LiveMigrationDriver):
             return states.from_job(status, job.get_job_message(''))
         lpar = self._lpar(state.lpar_uuid)
         return states.running(status, lpar, self._abort_note(migration))
+
+    def _verdict(self, state: _State, wait: float = 0.0
+                 ) -> base.BlockingCall.Verdict | None:
+        """migrate_lpar's verdict if it tells how the job ended, else None.
+
+        Only a return (COMPLETED_OK) and JobRequestFailed (another final
+        Status) say how the job ended.  Anything else (a connection error
+        while polling, JobRequestTimedOut: pypowervm's cancel is still in
+        flight) leaves the job to be read from the REST API from then on.
+        """
+        if state.call is None:
+            return None
+        verdict = state.call.verdict(wait)
+        if verdict is None:
+            return None
+        from pypowervm import exceptions as pvmex
+        if verdict.error is None or isinstance(verdict.error,
+                                               pvmex.JobRequestFailed) and \
+                not isinstance(verdict.error, pvmex.JobRequestTimedOut):
+            return verdict
+        LOG.warning('powervm: migrate_lpar for job %s ended with %s; '
+                    'following the job on the REST API',
+                    state.watch.job_id if state.watch else '?',
+                    states.one_line(verdict.error))
+        state.call = None
+        return None
 
     def _abort_note(self, migration: base.Migration) -> str | None:
         """None without an abort; '' while it stands; the error once failed."""
@@ -365,21 +357,10 @@ class PowerVMDriver(base.LiveMigrationDriver):
 
     def _locate(self, migration: base.Migration) -> base.GuestLocation:
         lpar = self._lpar(self._state(migration).lpar_uuid)
-        if lpar is None:
-            return base.GuestLocation(
-                base.GuestHost.NOWHERE, base.RunState.UNKNOWN,
-                f'LPAR not known to {self.options.host}')
-        run = states.run_state(lpar.state)
-        detail = f'{lpar.state}, {lpar.migration_state}'
-        if lpar.assoc_sys_uuid == migration.extra.get('source_system'):
-            return base.GuestLocation(base.GuestHost.SOURCE, run, detail)
-        name = self._system_name(lpar.assoc_sys_uuid)
-        if name is not None and name == migration.spec.destination.host:
-            return base.GuestLocation(base.GuestHost.DESTINATION, run,
-                                      f'{detail} on {name}')
-        return base.GuestLocation(base.GuestHost.UNKNOWN, run,
-                                  f'{detail} on system {name or "?"} '
-                                  f'({lpar.assoc_sys_uuid})')
+        return states.locate(lpar, self.options.host,
+                             migration.extra.get('source_system'),
+                             migration.spec.destination.host,
+                             self._system_name)
 
     # -- acting -----------------------------------------------------------
 
@@ -396,9 +377,7 @@ class PowerVMDriver(base.LiveMigrationDriver):
             lambda: pvm_migration.migrate_abort(
                 lpar, timeout=self.options.job_timeout),
             name=f'lmcaps-powervm-abort-{lpar.name}').start()
-        while not watch.created.wait(0.05):
-            if call.verdict() is not None:
-                break
+        self._await_job(watch, call)
         if watch.status in (None, *self._rest.FINAL):
             verdict = call.verdict(wait=self.call_timeout)
             if verdict is not None and verdict.error is not None:

@@ -8,6 +8,7 @@ job_response_exception.txt).  ``PartitionState`` values are pypowervm's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from lmcaps.drivers import base
@@ -92,3 +93,30 @@ def running(status: str, lpar: Any, abort_note: str | None) -> base.Progress:
         phase = base.Phase.PRECOPY
     message = f'MigrateAbort failed: {abort_note}' if abort_note else ''
     return base.Progress(phase, fraction, raw, message=message)
+
+
+def locate(lpar: Any, console: str, source_system: str | None,
+           destination: str, system_name: Callable[[str], str | None]
+           ) -> base.GuestLocation:
+    """Where an LPAR is, from its AssociatedManagedSystem and PartitionState.
+
+    :param lpar: the LPAR wrapper, None if the console no longer lists it.
+    :param source_system: UUID of the managed system it migrates from.
+    :param destination: the target managed system's name.
+    :param system_name: reads a ManagedSystem's SystemName by UUID.
+    """
+    if lpar is None:
+        return base.GuestLocation(base.GuestHost.NOWHERE,
+                                  base.RunState.UNKNOWN,
+                                  f'LPAR not known to {console}')
+    run = run_state(lpar.state)
+    detail = f'{lpar.state}, {lpar.migration_state}'
+    if lpar.assoc_sys_uuid == source_system:
+        return base.GuestLocation(base.GuestHost.SOURCE, run, detail)
+    name = system_name(lpar.assoc_sys_uuid)
+    if name is not None and name == destination:
+        return base.GuestLocation(base.GuestHost.DESTINATION, run,
+                                  f'{detail} on {name}')
+    return base.GuestLocation(base.GuestHost.UNKNOWN, run,
+                              f'{detail} on system {name or "?"} '
+                              f'({lpar.assoc_sys_uuid})')

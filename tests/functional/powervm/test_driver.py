@@ -196,6 +196,30 @@ class DriverTest(pvm_base.DriverTestCase):
         self.assertEqual(base.Phase.CANCELLED,
                          self.driver.wait(migration, 20).phase)
 
+    def test_refused_start_is_a_driver_error(self):
+        uuid = self.sim.add_lpar('nowhere')
+        err = self.assertRaises(
+            exception.DriverError, self.driver.start_migration,
+            base.MigrationSpec(uuid, base.Destination('no-such-system')))
+        self.assertIn("Managed system 'no-such-system' not found", str(err))
+        self.assertEqual(1, len(str(err).splitlines()))
+        self.assertEqual(SOURCE_RUNNING, self.where(uuid))
+
+    def test_rest_outage_while_pypowervm_polls_is_not_a_failure(self):
+        uuid = self.sim.add_lpar('blip', duration='inf')
+        migration = self.driver.start_migration(self.spec(uuid))
+        self.sim.control('POST', 'outage', {'seconds': 1.5})
+        time.sleep(2.0)     # pypowervm's 1 s poll met the outage and raised
+        self.assertIsNotNone(migration.backend.call.verdict())
+        self.assertEqual(base.Phase.PRECOPY,
+                         self.driver.get_progress(migration).phase)
+        self.driver.abort(migration)
+        self.assertEqual(base.Phase.CANCELLED,
+                         self.driver.wait(migration, 20).phase)
+        self.assertEqual(SOURCE_RUNNING, self.where(uuid))
+        # nobody else polls it now: the driver deleted the finished job
+        self.assertTrue(self.sim.lpar(uuid)['job']['deleted'])
+
     def test_unknown_lpar_is_one_line(self):
         err = self.assertRaises(exception.DriverError,
                                 self.driver.start_migration,

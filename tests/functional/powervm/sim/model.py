@@ -115,6 +115,7 @@ class Novalink:
         self.lpars: dict[str, Lpar] = {}
         self.jobs: dict[str, Job] = {}
         self.requests: list[tuple[str, str]] = []   # (method, path) log
+        self.outage_until = 0.0    # monotonic: REST connections dropped
 
     # -- sessions ----------------------------------------------------------
 

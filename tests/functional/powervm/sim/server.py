@@ -23,7 +23,8 @@ adapter.py; the REST API is documented in IBM's "HMC REST API" and
 
 Not part of the vendor's API: ``/sim/...`` JSON control endpoints for the
 tests (create systems and LPARs, read the model, inject faults, expire the
-sessions), unauthenticated, on the same loopback port.
+sessions, drop every REST connection for a while), unauthenticated, on the
+same loopback port.
 
 Run: ``python -m tests.functional.powervm.sim --port-file F --user U
 --password-file P`` binds 127.0.0.1 on a free port and writes it to F.
@@ -38,6 +39,7 @@ import os
 import re
 import ssl
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 from tests.functional.powervm.sim import documents as docs
@@ -99,6 +101,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self._body()
         with self.nl.lock:
             self.nl.requests.append((method, path))
+            down = time.monotonic() < self.nl.outage_until
+        if down and path.startswith('/rest/'):
+            self.close_connection = True     # drop it: no response at all
+            return None
         try:
             if path.startswith('/sim/'):
                 return self._control(method, path, body)
@@ -248,6 +254,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._json({'uuid': lpar.uuid})
         if parts == ['sessions', 'expire'] and method == 'POST':
             nl.expire_sessions()
+            return self._json({})
+        if parts == ['outage'] and method == 'POST':
+            with nl.lock:
+                nl.outage_until = time.monotonic() + float(data['seconds'])
             return self._json({})
         if parts == ['requests'] and method == 'GET':
             with nl.lock:
