@@ -212,3 +212,39 @@ class RestGlueTest(test_base.ConfTestCase):
         call('PUT', '/rest/api/uom/LogicalPartition/U/do/Migrate')
         self.assertEqual(('42', 'NOT_STARTED'), (watch.job_id, watch.status))
         self.assertTrue(watch.created.is_set())
+
+
+class VerdictTest(test_base.ConfTestCase):
+    """Which migrate_lpar endings tell how the job ended."""
+
+    def setUp(self):
+        super().setUp()
+        test_backend.require(self, _pypowervm(), 'pypowervm not installed')
+        from lmcaps.drivers import powervm
+        self.driver = drivers.load('powervm', self.conf)
+        self.state = powervm._State('U', None, None)
+
+    def ended(self, error):
+        call = base.BlockingCall(lambda: None)
+        call._verdict = base.BlockingCall.Verdict(
+            base.Phase.COMPLETED if error is None else base.Phase.FAILED,
+            error)
+        call.finished.set()
+        self.state.call = call
+        return self.driver._verdict(self.state)
+
+    def test_return_and_job_failure_are_verdicts(self):
+        from pypowervm import exceptions as pvmex
+        self.assertIsNotNone(self.ended(None))
+        failed = self.ended(pvmex.JobRequestFailed(operation_name='Migrate',
+                                                   error='boom'))
+        self.assertEqual(base.Phase.FAILED, failed.phase)
+        self.assertIsNotNone(self.state.call)
+
+    def test_timeout_and_connection_errors_hand_over_to_rest(self):
+        from pypowervm import exceptions as pvmex
+        for error in (pvmex.JobRequestTimedOut(operation_name='Migrate',
+                                               seconds=5),
+                      pvmex.ConnectionError('refused')):
+            self.assertIsNone(self.ended(error))
+            self.assertIsNone(self.state.call)

@@ -95,8 +95,10 @@ class TimeoutTest(pvm_base.DriverTestCase):
 class DriverTest(pvm_base.DriverTestCase):
 
     def test_progress_phases_and_fraction(self):
-        uuid = self.sim.add_lpar('phases', duration=3.0)
+        uuid = self.sim.add_lpar('phases', duration=3.0, memory_mb=6144)
+        self.assertEqual(6.0, self.driver.guest_data_gib(self.spec(uuid)))
         migration = self.driver.start_migration(self.spec(uuid))
+        self.assertEqual(6.0, migration.data_gib)
         self.assertTrue(migration.reference.isdigit())
         self.assertEqual(uuid, migration.extra['lpar_uuid'])
         seen = []
@@ -160,6 +162,21 @@ class DriverTest(pvm_base.DriverTestCase):
         self.assertIn('not migrating', str(err))
         self.assertEqual(('target', 'running', 'Not_Migrating'),
                          self.where(uuid))
+
+    def test_abort_the_server_cannot_carry_out_is_refused(self):
+        uuid = self.sim.add_lpar('unstoppable', duration='inf',
+                                 cancellable_until=0.0)
+        migration = self.driver.start_migration(self.spec(uuid))
+        time.sleep(0.3)
+        err = self.assertRaises(exception.OperationRefused,
+                                self.driver.abort, migration)
+        self.assertIn('can no longer be cancelled', str(err))
+        self.assertIsNone(migration.abort_accepted_at)
+        self.assertEqual(base.Phase.PRECOPY,
+                         self.driver.get_progress(migration).phase)
+        self.sim.control('POST', f'lpars/{uuid}/behaviour', {'duration': 0.5})
+        self.assertEqual(base.Phase.COMPLETED,
+                         self.driver.wait(migration, 20).phase)
 
     def test_reattach_by_job_id_and_abort(self):
         uuid = self.sim.add_lpar('reattach', duration='inf')

@@ -124,7 +124,7 @@ def _first_entry(name: str) -> tuple[ET.Element, ET.Element]:
 
 def lpar_entry(base: str, *, uuid: str, name: str, system_uuid: str,
                state: str, migration_state: str, data_total: int,
-               data_remaining: int) -> ET.Element:
+               data_remaining: int, memory_mb: int) -> ET.Element:
     """A LogicalPartition entry (from the first entry of fake_lpar_feed)."""
     _feed, entry = _first_entry('fake_lpar_feed.txt')
     entry = copy.deepcopy(entry)
@@ -140,6 +140,12 @@ def lpar_entry(base: str, *, uuid: str, name: str, system_uuid: str,
     _set(root, UOM, 'MigrationState', migration_state)
     _set(root, UOM, 'ProgressPartitionDataTotal', str(data_total))
     _set(root, UOM, 'ProgressPartitionDataRemaining', str(data_remaining))
+    memory = root.find(f'{{{UOM}}}PartitionMemoryConfiguration')
+    for tag in ('DesiredMemory', 'MaximumMemory', 'MinimumMemory',
+                'CurrentMemory', 'CurrentMaximumMemory',
+                'CurrentMinimumMemory'):
+        if memory.find(f'{{{UOM}}}{tag}') is not None:
+            _set(memory, UOM, tag, str(memory_mb))
     root.find(f'{{{UOM}}}AssociatedManagedSystem').set(
         'href', f'{base}{API}uom/ManagedSystem/{system_uuid}')
     return entry

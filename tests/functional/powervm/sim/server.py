@@ -158,7 +158,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             system_uuid=view['system'], state=view['state'],
             migration_state=view['migration_state'],
             data_total=view['data_total'],
-            data_remaining=view['data_remaining'])
+            data_remaining=view['data_remaining'], memory_mb=lpar.memory_mb)
 
     def _lpar(self, method: str, path: str, body: bytes, lpar_uuid: str | None,
               operation: str | None) -> None:
