@@ -159,7 +159,8 @@ def run_postcopy(pair, runs: int, dirty_mib: int, bandwidth: int,
             try:
                 pair.define_guest(name, dirty_mib=dirty_mib)
                 spec = dataclasses.replace(
-                    pair_mod.spec(pair, name, bandwidth), postcopy=True)
+                    pair_mod.spec(pair, name, bandwidth),
+                    prepare_for=base.PREPARE_POSTCOPY)
                 migration = driver.start_migration(spec)
                 limit = time.monotonic() + 60
                 while not (driver.get_progress(migration).data_total or 0):

@@ -54,7 +54,9 @@ def run(migrations: int, first: float, spread: float, poll_interval: float,
         for i in range(migrations):
             action, mode, expect = ACTIONS[i % len(ACTIONS)]
             spec = base.MigrationSpec(instance=f'bench-{i}', destination='b',
-                                      postcopy=(mode == 'postcopy'))
+                                      prepare_for=(base.PREPARE_POSTCOPY
+                                                   if mode == 'postcopy'
+                                                   else frozenset()))
             migration = driver.start_migration(spec)
             body = {'completion_timeout': first + spread * i / migrations,
                     'timeout_action': action, 'force_complete_mode': mode}

@@ -112,9 +112,15 @@ def driver_group(name: str) -> str:
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """All options, for oslo-config-generator: ours and each driver's."""
+    import warnings
+
     from lmcaps import drivers  # imports no hypervisor client library
     result = [(GROUP, list(lmcaps_opts))]
-    for name, cls in sorted(drivers.driver_classes().items()):
+    found = drivers.scan()
+    for name, reason in sorted(found.failures.items()):
+        warnings.warn(f'lmcaps driver {name!r} does not load, its options are '
+                      f'left out: {reason}', RuntimeWarning, stacklevel=2)
+    for name, cls in sorted(found.classes.items()):
         opts = list(cls.list_opts())
         if opts:
             result.append((driver_group(name), opts))

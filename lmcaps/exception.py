@@ -45,6 +45,11 @@ class DriverLoadFailed(LmcapsException):
     msg_fmt = "Could not load lmcaps driver '%(name)s': %(reason)s"
 
 
+class DuplicateDriver(LmcapsException):
+    msg_fmt = ("lmcaps driver name '%(name)s' is registered twice: by "
+               "%(first)s and by %(second)s; uninstall one")
+
+
 class CheckNotFound(LmcapsException):
     msg_fmt = ("Unknown pre-check '%(name)s' in [lmcaps] enabled_checks; "
                "installed checks: %(available)s")
@@ -129,6 +134,11 @@ class EventNotFound(EventStoreError, KeyError):
 class BackendNotFound(LmcapsException):
     msg_fmt = ('No conformance backend for driver %(driver)s: %(reason)s; '
                'give --backend module:Class')
+
+
+class KitNotInstalled(LmcapsException):
+    msg_fmt = ('The conformance kit needs %(modules)s: pip install '
+               '"lmcaps[conformance]"')
 
 
 class MonitorError(LmcapsException):

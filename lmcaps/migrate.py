@@ -13,13 +13,12 @@ from collections.abc import Callable, Mapping
 
 from oslo_config import cfg
 
-from lmcaps import capabilities as caps
 from lmcaps import checks
 from lmcaps import events as lmcaps_events
 from lmcaps import monitor as lmcaps_monitor
 from lmcaps import policy as lmcaps_policy
+from lmcaps import precheck as lmcaps_precheck
 from lmcaps import request as lmcaps_request
-from lmcaps.checks import base as checks_base
 from lmcaps.drivers import base
 
 LOG = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ class Summary:
     outcome: str           # completed | aborted | failed | cancelled
     action: str | None     # abort | postcopy | pause | None
     action_error: str | None
-    guest_on: str          # e.g. 'destination (running)', 'source (running)'
+    guest_on: str          # observed, e.g. 'destination (running)'
     policy: Mapping
     elapsed: float
     #: seconds from the deadline to the action call returning, if it fired
@@ -50,6 +49,8 @@ class Summary:
         text += f' after {self.elapsed:.1f} s; guest: {self.guest_on}'
         if self.action_error:
             text += f'; timeout action failed: {self.action_error}'
+        if self.message and self.outcome != 'completed':
+            text += f'; {self.message}'
         return text
 
     def as_dict(self) -> dict:
@@ -64,25 +65,21 @@ _OUTCOME = {base.Phase.COMPLETED: 'completed', base.Phase.FAILED: 'failed',
 
 
 def precheck(conf: cfg.ConfigOpts, runner: checks.PreCheckRunner,
-             declaration: caps.Declaration, instance: str, values: Mapping,
-             store: lmcaps_events.EventStore, request_id: str,
-             data_gib: float
-             ) -> tuple[lmcaps_policy.EffectivePolicy, checks.PreCheckReport]:
+             driver: base.LiveMigrationDriver, spec: base.MigrationSpec,
+             values: Mapping, store: lmcaps_events.EventStore,
+             request_id: str) -> lmcaps_precheck.Verdict:
     """Resolve the policy and run the pre-checks; records the event.
 
     :param runner: the loaded checks (load them before touching a backend,
         so that a bad ``enabled_checks`` fails first).
     :param values: the request, already validated
         (:func:`lmcaps.request.validate`).
-    :param declaration: the driver's declaration for this host.
     :raises: MigrationPreCheckFailed (event recorded, report attached).
     """
-    pol = lmcaps_policy.resolve(conf, data_gib, [(lmcaps_policy.REQUEST,
-                                                  values)])
-    ctx = checks_base.CheckContext(instance=instance, policy=pol,
-                                   declaration=declaration, conf=conf,
-                                   request=dict(values))
-    return pol, runner.run(ctx, store, request_id)
+    return lmcaps_precheck.run(
+        conf, store, request_id, spec.instance,
+        lmcaps_precheck.request_layers(values), driver=driver, spec=spec,
+        runner=runner)
 
 
 def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
@@ -101,22 +98,23 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     request_id = request_id or f'req-{uuid.uuid4()}'
     values = lmcaps_request.validate(body)    # before touching the backend
     runner = checks.PreCheckRunner(conf)
-    driver.connect()
-    declaration = driver.host_declaration()
-    pol, _report = precheck(conf, runner, declaration, spec.instance, values,
-                            store, request_id, driver.guest_data_gib(spec))
-    postcopy = lmcaps_policy.wants_postcopy(pol, declaration)
+    verdict = precheck(conf, runner, driver, spec, values, store, request_id)
+    pol = verdict.policy
     per_instance = pol.sources['completion_timeout'] != lmcaps_policy.CONFIG
-    spec = dataclasses.replace(
-        spec, postcopy=postcopy,
-        completion_timeout=pol.completion_timeout if per_instance else None)
     try:
+        destination = driver.prepare_destination(spec)
+        spec = dataclasses.replace(
+            spec, destination=destination, prepare_for=pol.prepare_for,
+            completion_timeout=pol.completion_timeout if per_instance
+            else None)
         migration = driver.start_migration(spec)
     except Exception as exc:
+        where = _observed_before_start(driver, spec)
         store.record(request_id, spec.instance, lmcaps_events.OUTCOME,
                      lmcaps_events.ERROR, host=conf.lmcaps.host,
-                     details=f'the migration did not start: {exc}; guest: '
-                             f'source (as before)')
+                     details=lmcaps_events.details_text({
+                         'error': f'the migration did not start: {exc}',
+                         'guest': where}))
         raise
     with lmcaps_monitor.TimeoutMonitor.from_conf(conf, store) as mon:
         watch = mon.watch(driver, migration, pol, instance_uuid=spec.instance,
@@ -133,10 +131,18 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     return Summary(
         instance=spec.instance, request_id=request_id, outcome=name,
         action=outcome.action, action_error=outcome.action_error,
-        guest_on=outcome.guest, policy=pol.as_dict(),
+        guest_on=str(outcome.location), policy=pol.as_dict(),
         elapsed=migration.elapsed,
         reaction=(None if outcome.fired_at is None or outcome.deadline is None
-                  else outcome.fired_at - outcome.deadline))
+                  else outcome.fired_at - outcome.deadline),
+        message=outcome.message)
+
+
+def _observed_before_start(driver: base.LiveMigrationDriver,
+                           spec: base.MigrationSpec) -> str:
+    """Where the guest is after a failed start: asked, when the driver can."""
+    probe = base.Migration(spec=spec, data_gib=0.0)
+    return str(driver.guest_location(probe))
 
 
 def _follow(driver: base.LiveMigrationDriver, migration: base.Migration,

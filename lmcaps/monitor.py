@@ -28,7 +28,6 @@ from lmcaps import conf as lmcaps_conf
 from lmcaps import events
 from lmcaps import exception
 from lmcaps import policy as lmcaps_policy
-from lmcaps import watch as watch_mod
 from lmcaps.drivers import base
 from lmcaps.watch import Outcome  # noqa: F401 (part of this API)
 from lmcaps.watch import State
@@ -133,16 +132,16 @@ class TimeoutMonitor:
             self._heap.clear()
         for st in pending:
             phase = st.phase or base.Phase.PREPARING
-            guest = watch_mod.guest_location(st, phase, False)
+            where = st.driver.guest_location(st.migration)
             LOG.warning('Monitor stopped before migration %s of instance %s '
                         'ended (%s); its timeout is no longer enforced',
                         st.migration.id, st.instance_uuid, phase.value)
             self._record(st, events.OUTCOME, events.ERROR, events.details_text(
-                {'phase': phase.value, 'guest': guest,
+                {'phase': phase.value, 'guest': str(where),
                  'timeout_action': st.action or 'none',
                  'monitor': 'stopped before the migration ended; the '
                             'timeout is no longer enforced'}), None)
-            self._set_outcome(st, phase, False)
+            self._set_outcome(st, phase, False, where, '')
 
     def __enter__(self) -> TimeoutMonitor:
         self.start()
@@ -315,7 +314,7 @@ class TimeoutMonitor:
         if progress.phase is base.Phase.POSTCOPY:
             st.seen_postcopy = True
         if progress.phase.terminal:
-            self._conclude(st, progress.phase)
+            self._conclude(st, progress)
             return
         if st.latched or st.deadline is None:
             return
@@ -364,8 +363,8 @@ class TimeoutMonitor:
                 driver.abort(migration)
             else:
                 action = FORCE_COMPLETE
-                mode = lmcaps_policy.choose_mode(pol,
-                                                 driver.host_declaration())
+                mode = pol.mode or lmcaps_policy.choose_mode(
+                    pol, driver.host_declaration())
                 if mode is None:
                     raise exception.UnsupportedOperation(
                         driver=driver.name, operation=FORCE_COMPLETE,
@@ -394,9 +393,10 @@ class TimeoutMonitor:
                      events.ERROR if error else events.SUCCESS,
                      events.details_text(details), tb)
 
-    def _conclude(self, st: State, phase: base.Phase) -> None:
+    def _conclude(self, st: State, progress: base.Progress) -> None:
+        phase = progress.phase
         resumed = False
-        resume_error = None
+        notes: dict[str, str | None] = {}
         if st.paused and not st.seen_postcopy and phase in (
                 base.Phase.FAILED, base.Phase.CANCELLED):
             try:
@@ -406,29 +406,43 @@ class TimeoutMonitor:
                          '%s ended %s', st.instance_uuid, st.migration.id,
                          phase.value)
             except Exception as exc:
-                resume_error = str(exc) or type(exc).__name__
+                notes['resume_error'] = str(exc) or type(exc).__name__
                 LOG.error('Could not resume instance %s on the source: %s',
-                          st.instance_uuid, resume_error)
-        guest = watch_mod.guest_location(st, phase, resumed)
-        details = {'phase': phase.value, 'guest': guest,
+                          st.instance_uuid, notes['resume_error'])
+        if phase is base.Phase.FAILED:
+            try:
+                notes['recovered'] = st.driver.recover(st.migration)
+            except Exception as exc:
+                notes['recover_error'] = str(exc) or type(exc).__name__
+                LOG.error('Recovery of instance %s after the failed '
+                          'migration failed: %s', st.instance_uuid,
+                          notes['recover_error'])
+        where = st.driver.guest_location(st.migration)
+        details = {'phase': phase.value, 'guest': str(where),
+                   'reason': (progress.message or None) if phase is not
+                   base.Phase.COMPLETED else None,
                    'timeout_action': st.action or 'none',
                    'action_error': st.action_error, 'timeout': st.skipped,
                    'resumed_source': (('yes' if resumed else 'no')
-                                      if st.paused else None),
-                   'resume_error': resume_error}
-        details = {k: v for k, v in details.items() if v is not None}
-        ok = phase is base.Phase.COMPLETED and resume_error is None
+                                      if st.paused else None), **notes}
+        kept = {k: str(v) for k, v in details.items() if v is not None}
+        ok = (phase is base.Phase.COMPLETED and
+              'resume_error' not in notes)
         self._record(st, events.OUTCOME,
                      events.SUCCESS if ok else events.ERROR,
-                     events.details_text(details), None)
-        self._set_outcome(st, phase, resumed)
+                     events.details_text(kept), None)
+        message = '; '.join(str(v) for v in (
+            progress.message if phase is not base.Phase.COMPLETED else None,
+            notes.get('recovered'), notes.get('recover_error'),
+            notes.get('resume_error')) if v)
+        self._set_outcome(st, phase, resumed, where, message)
 
-    def _set_outcome(self, st: State, phase: base.Phase,
-                     resumed: bool) -> None:
+    def _set_outcome(self, st: State, phase: base.Phase, resumed: bool,
+                     where: base.GuestLocation, message: str) -> None:
         outcome = Outcome(phase=phase, action=st.action,
                           action_error=st.action_error, deadline=st.deadline,
                           fired_at=st.fired_at, resumed_source=resumed,
-                          guest=watch_mod.guest_location(st, phase, resumed))
+                          location=where, message=message)
         with self._cond:
             st.outcome = outcome
             if self._states.get(st.migration.id) is st:

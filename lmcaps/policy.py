@@ -22,22 +22,34 @@ class TimeoutAction(enum.Enum):
     FORCE_COMPLETE = 'force_complete'
 
 
+class ModeChoice(enum.Enum):
+    """The force-complete mode asked for: a mode, or ``auto``."""
+
+    AUTO = 'auto'
+    POSTCOPY = 'postcopy'
+    PAUSE = 'pause'
+
+
 @dataclasses.dataclass(frozen=True)
 class EffectivePolicy:
     """What the monitor will do, and where each value came from.
 
     :param completion_timeout: seconds after the start of the migration;
         None means never.
-    :param force_complete_mode: ``auto``, ``postcopy`` or ``pause``.
+    :param force_complete_mode: the mode asked for (``auto`` included).
     :param sources: field name -> layer name (``request``, ``flavor``,
         ``config`` ...).
+    :param mode: the force-complete mode chosen once for this host's
+        declaration (:func:`choose_mode`); None when none is possible or
+        the policy was resolved without a declaration.
     """
 
     completion_timeout: float | None
     timeout_action: TimeoutAction
-    force_complete_mode: str
+    force_complete_mode: ModeChoice
     permit_post_copy: bool
     sources: Mapping[str, str]
+    mode: caps.ForceCompleteMode | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'sources',
@@ -52,14 +64,35 @@ class EffectivePolicy:
         return {
             'completion_timeout': self.completion_timeout,
             'timeout_action': self.timeout_action.value,
-            'force_complete_mode': self.force_complete_mode,
+            'force_complete_mode': self.force_complete_mode.value,
+            'mode': None if self.mode is None else self.mode.value,
             'permit_post_copy': self.permit_post_copy,
             'sources': dict(self.sources),
         }
 
+    @property
+    def action_operation(self) -> caps.Operation | None:
+        """The operation the timeout action needs (None: no timeout or no
+        usable force-complete mode)."""
+        if self.completion_timeout is None:
+            return None
+        if self.timeout_action is TimeoutAction.ABORT:
+            return caps.Operation.ABORT
+        return None if self.mode is None else self.mode.operation
+
+    @property
+    def prepare_for(self) -> frozenset[caps.Operation]:
+        """What the migration must be started ready for."""
+        if (self.timeout_action is TimeoutAction.FORCE_COMPLETE and
+                self.mode is caps.ForceCompleteMode.POSTCOPY):
+            return frozenset({caps.Operation.FORCE_COMPLETE_POSTCOPY})
+        return frozenset()
+
 
 def resolve(conf: cfg.ConfigOpts, data_gib: float,
-            layers: Sequence[tuple[str, Mapping]] = ()) -> EffectivePolicy:
+            layers: Sequence[tuple[str, Mapping]] = (), *,
+            declaration: caps.Declaration | None = None,
+            permit_post_copy: bool | None = None) -> EffectivePolicy:
     """Resolve validated per-instance layers over ``[lmcaps]`` config.
 
     :param data_gib: data to transfer (see ``drivers.base.data_gib``); the
@@ -67,6 +100,10 @@ def resolve(conf: cfg.ConfigOpts, data_gib: float,
     :param layers: ``(name, values)`` pairs, first wins, e.g.
         ``[('request', body), ('flavor', extra_specs)]``; each already
         validated against ``request.REQUEST_SCHEMA``.
+    :param declaration: the host's declaration: the force-complete mode is
+        chosen here, once (``EffectivePolicy.mode``).
+    :param permit_post_copy: the host's post-copy permit, when it is not
+        ``[lmcaps] permit_post_copy`` (nova's ``[libvirt]`` option).
     """
     group = conf[lmcaps_conf.GROUP]
     sources: dict[str, str] = {}
@@ -83,21 +120,18 @@ def resolve(conf: cfg.ConfigOpts, data_gib: float,
     configured = per_gib * max(data_gib, 2.0) if per_gib else 0
     timeout = pick('completion_timeout', configured)
     action = TimeoutAction(pick('timeout_action', group.timeout_action))
-    mode = pick('force_complete_mode', group.force_complete_mode)
-    return EffectivePolicy(
-        completion_timeout=float(timeout) if timeout else None,
+    asked = ModeChoice(pick('force_complete_mode', group.force_complete_mode))
+    policy = EffectivePolicy(
+        completion_timeout=(float(timeout)  # type: ignore[arg-type]
+                            if timeout else None),
         timeout_action=action,
-        force_complete_mode=str(mode),
-        permit_post_copy=group.permit_post_copy,
+        force_complete_mode=asked,
+        permit_post_copy=(group.permit_post_copy if permit_post_copy is None
+                          else permit_post_copy),
         sources=sources)
-
-
-def wants_postcopy(policy: EffectivePolicy,
-                   declaration: caps.Declaration) -> bool:
-    """Whether the migration should be started post-copy capable."""
-    if policy.timeout_action is not TimeoutAction.FORCE_COMPLETE:
-        return False
-    return choose_mode(policy, declaration) is caps.ForceCompleteMode.POSTCOPY
+    if declaration is None:
+        return policy
+    return dataclasses.replace(policy, mode=choose_mode(policy, declaration))
 
 
 def choose_mode(policy: EffectivePolicy,
@@ -108,8 +142,8 @@ def choose_mode(policy: EffectivePolicy,
     pause when usable.  An explicit mode is returned as is (the pre-checks
     refuse it if the host cannot do it).
     """
-    if policy.force_complete_mode != 'auto':
-        return caps.ForceCompleteMode(policy.force_complete_mode)
+    if policy.force_complete_mode is not ModeChoice.AUTO:
+        return caps.ForceCompleteMode(policy.force_complete_mode.value)
     if (policy.permit_post_copy and declaration.support(
             caps.Operation.FORCE_COMPLETE_POSTCOPY).usable):
         return caps.ForceCompleteMode.POSTCOPY

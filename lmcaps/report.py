@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
 
 from lmcaps import capabilities as caps
@@ -65,44 +66,75 @@ _WIDTH = 79
 _INDENT = '  '
 
 
-def declarations(classes: Mapping[str, type] | None = None,
+#: The Support column of a driver that does not load.
+LOAD_ERROR = 'load error'
+
+
+def declarations(classes: Mapping[str, Any] | None = None,
                  names: Sequence[str] | None = None
                  ) -> list[caps.Declaration]:
-    """The static declarations of the installed drivers, by name.
+    """The static declarations of the drivers, by name (strict).
 
     :param classes: name -> driver class; the installed ones by default.
     :param names: only these drivers, in this order.
     :raises: DriverNotFound for a name not installed; DriverLoadFailed when
         a driver does not import or declares wrongly.
     """
+    decls, failures = survey(classes, names)
+    for name, reason in failures.items():
+        raise exception.DriverLoadFailed(name=name, reason=reason)
+    return decls
+
+
+def survey(classes: Mapping[str, Any] | None = None,
+           names: Sequence[str] | None = None
+           ) -> tuple[list[caps.Declaration], dict[str, str]]:
+    """The declarations that load, and a load error for each driver that
+    does not (it fails to import, or declares wrongly).
+
+    :raises: DriverNotFound for a name not installed; DuplicateDriver.
+    """
+    failures: dict[str, str] = {}
     if classes is None:
         from lmcaps import drivers  # noqa: imports no hypervisor client
-        classes = drivers.driver_classes()
+        found = drivers.scan()
+        classes, failures = found.classes, dict(found.failures)
+    known = set(classes) | set(failures)
     if names:
-        unknown = [n for n in names if n not in classes]
+        unknown = [n for n in names if n not in known]
         if unknown:
             raise exception.DriverNotFound(
-                name=unknown[0], available=', '.join(sorted(classes)))
+                name=unknown[0], available=', '.join(sorted(known)))
         selected = list(dict.fromkeys(names))
+        failures = {n: r for n, r in failures.items() if n in selected}
     else:
-        selected = sorted(classes)
+        selected = sorted(known)
     result = []
     for name in selected:
+        if name in failures:
+            continue
         try:
             decl = classes[name].declare()
-        except exception.LmcapsException as exc:
-            raise exception.DriverLoadFailed(name=name,
-                                             reason=exc.message) from exc
+        except Exception as exc:
+            failures[name] = (exc.message if isinstance(
+                exc, exception.LmcapsException) else
+                f'declare() raised {type(exc).__name__}: {exc}')
+            continue
         if not isinstance(decl, caps.Declaration):
-            raise exception.DriverLoadFailed(
-                name=name, reason=f'declare() returned {type(decl).__name__}'
-                                  f', not a Declaration')
-        if decl.driver != name:
-            raise exception.DriverLoadFailed(
-                name=name, reason=f'declare() names the driver '
-                                  f'{decl.driver!r}')
-        result.append(decl)
-    return result
+            failures[name] = (f'declare() returned {type(decl).__name__}, '
+                              f'not a Declaration')
+        elif decl.driver != name:
+            failures[name] = f'declare() names the driver {decl.driver!r}'
+        else:
+            result.append(decl)
+    return result, dict(sorted(failures.items()))
+
+
+def failure_rows(failures: Mapping[str, str],
+                 width: int = len(COLUMNS)) -> list[tuple[str, ...]]:
+    """One row per driver that does not load: its error in the notes."""
+    return [(name, '-', LOAD_ERROR, reason) + ('',) * (width - 4)
+            for name, reason in failures.items()]
 
 
 def rows(decls: Iterable[caps.Declaration]) -> list[tuple[str, ...]]:

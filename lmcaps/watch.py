@@ -22,8 +22,11 @@ class Outcome:
     :param fired_at: monotonic time the action call returned.
     :param resumed_source: a guest paused by the action was resumed on the
         source after the migration failed.
-    :param guest: where the guest runs, as far as the monitor knows, e.g.
-        ``destination (running)``, ``source (paused)``.
+    :param location: where the guest is and whether it runs, asked of the
+        backend when the migration ended (``unknown`` when it could not
+        be asked).
+    :param message: the backend's reason for a failure, or the driver's
+        recovery note.
     """
 
     phase: base.Phase
@@ -32,7 +35,13 @@ class Outcome:
     deadline: float | None
     fired_at: float | None
     resumed_source: bool
-    guest: str = 'unknown'
+    location: base.GuestLocation = base.GuestLocation.unknown()
+    message: str = ''
+
+    @property
+    def guest(self) -> str:
+        """The observed location as text, e.g. ``source (running)``."""
+        return str(self.location)
 
 
 @dataclasses.dataclass(eq=False)
@@ -81,18 +90,3 @@ class Watch:
     @property
     def done(self) -> bool:
         return self._state.finished.is_set()
-
-
-def guest_location(st: State, phase: base.Phase, resumed: bool) -> str:
-    """Where the guest runs after ``phase``, as far as the monitor knows."""
-    if phase is base.Phase.COMPLETED:
-        return 'destination (running)'
-    if st.seen_postcopy:
-        return ('destination (post-copy)' if phase is base.Phase.POSTCOPY
-                else 'unknown (failed in post-copy)')
-    if not phase.terminal:
-        return ('source (paused, migration still running)' if st.paused
-                else 'source (running, migration still running)')
-    if st.paused and not resumed:
-        return 'source (paused)'
-    return 'source (running)'

@@ -3,6 +3,7 @@
 #   unit        tests/unit        (.venv, stestr)
 #   functional  tests/functional  (.venv, stestr; real libvirtd + QEMU, needs root)
 #   nova        tests/nova        (.venv-nova with nova 34 from PyPI, stestr)
+# after the gates: tox -e pep8 (flake8) and tox -e mypy (lmcaps/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # oslotest: capture logs per test (shown with failures) instead of printing
@@ -30,6 +31,16 @@ suite() {  # name command...
     tally "$name" "${PIPESTATUS[0]}"
 }
 
+gate() {  # name command...: a check that passes or fails as a whole
+    local name=$1; shift
+    echo "=== $name: $*"
+    if ! "$@"; then
+        rc=1; failed=$((failed + 1))
+        echo "run-tests: gate $name FAILED"
+    fi
+}
+
+gate pep8+mypy .venv/bin/tox -q -e pep8,mypy
 suite unit .venv/bin/stestr --test-path=./tests/unit run
 suite functional .venv/bin/stestr --test-path=./tests/functional run --concurrency=1
 suite nova bash tools/run-nova-tests.sh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+from typing import Any
 from importlib import metadata
 
 from oslo_config import cfg
@@ -74,7 +75,7 @@ class PreCheckRunner:
                 name=getattr(ep, 'name', '?'),
                 reason=f'{type(exc).__name__}: {exc}')
 
-        mgr = named.NamedExtensionManager(
+        mgr: Any = named.NamedExtensionManager(
             NAMESPACE, names=names, name_order=True, invoke_on_load=True,
             invoke_args=(conf,), on_load_failure_callback=failed,
             propagate_map_exceptions=True)

@@ -33,7 +33,8 @@ class DriverSupportCheck(base.PreCheck):
                 if not decl.support(caps.Operation.ABORT).usable:
                     problems.append(_why(decl, caps.Operation.ABORT))
             else:
-                mode = lmcaps_policy.choose_mode(pol, decl)
+                mode = pol.mode if pol.mode is not None else (
+                    lmcaps_policy.choose_mode(pol, decl))
                 if mode is None:
                     problems.append(
                         'force_complete is impossible: ' + '; '.join(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from lmcaps import capabilities as caps
 from lmcaps import policy as lmcaps_policy
 from lmcaps.checks import base
 
@@ -19,7 +18,7 @@ class PostCopyCheck(base.PreCheck):
         pol = ctx.policy
         if (pol.completion_timeout is None or
                 pol.timeout_action is not lmcaps_policy.TimeoutAction.FORCE_COMPLETE
-                or pol.force_complete_mode != caps.ForceCompleteMode.POSTCOPY.value):
+                or pol.force_complete_mode is not lmcaps_policy.ModeChoice.POSTCOPY):
             return self.ok('post-copy not requested')
         if not pol.permit_post_copy:
             src = pol.sources.get('force_complete_mode', 'config')

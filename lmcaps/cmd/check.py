@@ -107,7 +107,7 @@ class Check(lister.Lister):
         from lmcaps import checks
         from lmcaps import events as lmcaps_events
         from lmcaps import events_sql
-        from lmcaps import migrate
+        from lmcaps import precheck
         from lmcaps import request as lmcaps_request
         from lmcaps.drivers import base as drivers_base
 
@@ -115,24 +115,20 @@ class Check(lister.Lister):
         values = lmcaps_request.validate(request_body(parsed_args))
         runner = checks.PreCheckRunner(conf)   # bad enabled_checks: fail now
         driver = cli_main.load_driver(conf, parsed_args.driver)
-        try:
-            driver.connect()
-            declaration = driver.host_declaration()
-        finally:
-            driver.close()
         data_gib = drivers_base.data_gib(parsed_args.ram_mib * MIB)
         store = events_sql.SQLEventStore.from_conf(conf)
         request_id = parsed_args.request_id or f'req-{uuid.uuid4()}'
         self.refused: exception.MigrationPreCheckFailed | None = None
         try:
-            _policy, report = migrate.precheck(
-                conf, runner, declaration, parsed_args.instance, values, store,
-                request_id, data_gib)
-            verdicts = report.results
+            verdicts = precheck.run(
+                conf, store, request_id, parsed_args.instance,
+                precheck.request_layers(values), driver=driver,
+                data_gib=data_gib, runner=runner).report.results
         except exception.MigrationPreCheckFailed as exc:
             self.refused = exc
             verdicts = exc.report.results if exc.report else ()
         finally:
+            driver.close()
             store.close()
         LOG.info('event %s of request %s recorded in %s',
                  lmcaps_events.PRECHECK, request_id, store.url)

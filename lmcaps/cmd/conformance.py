@@ -63,8 +63,12 @@ class Conformance(lister.Lister):
         from lmcaps import conf as lmcaps_conf
         from lmcaps import conformance
         from lmcaps import drivers
+        from lmcaps import exception
         from lmcaps.conformance import results
 
+        missing = conformance.missing_kit_modules()
+        if missing:
+            raise exception.KitNotInstalled(modules=', '.join(missing))
         conf = self.app.conf
         drivers.driver_class(parsed_args.driver)  # unknown: a usage error
         factory = conformance.resolve_backend(parsed_args.driver,

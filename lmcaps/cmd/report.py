@@ -33,6 +33,10 @@ class Report(lister.Lister):
                  'doc/source/user/support-matrix.ini format) instead of '
                  'rows; -f is ignored.')
         parser.add_argument(
+            '--strict', action='store_true',
+            help='Exit 1 when any installed driver fails to load (its row '
+                 'says why either way).')
+        parser.add_argument(
             '--verified', action='store_true',
             help='Add the verdict of the last "lmcaps conformance" run of '
                  'each driver (saved under [lmcaps] state_path) next to '
@@ -40,18 +44,28 @@ class Report(lister.Lister):
         return parser
 
     def run(self, parsed_args: argparse.Namespace) -> int:
+        self.failures: dict[str, str] = {}
         if parsed_args.ini:
-            decls = report.declarations(names=parsed_args.drivers)
+            decls, self.failures = report.survey(names=parsed_args.drivers)
             self.app.stdout.write(report.to_ini(decls) + '\n')
-            return 0
-        return super().run(parsed_args)
+            code = 0
+        else:
+            code = super().run(parsed_args)
+        for name, reason in self.failures.items():
+            self.app.stderr.write(f'lmcaps: driver {name} does not load: '
+                                  f'{reason}\n')
+        if parsed_args.strict and self.failures:
+            return 1
+        return code
 
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], Iterable[tuple[str, ...]]]:
-        decls = report.declarations(names=parsed_args.drivers)
+        decls, self.failures = report.survey(names=parsed_args.drivers)
         if parsed_args.verified:
             from lmcaps.conformance import results
             runs = results.load_last(self.app.conf.lmcaps.state_path)
-            return (report.COLUMNS + ('Verified', 'Verified At'),
-                    report.with_verdicts(decls, runs))
-        return report.COLUMNS, report.rows(decls)
+            columns = report.COLUMNS + ('Verified', 'Verified At')
+            return columns, (report.with_verdicts(decls, runs) +
+                             report.failure_rows(self.failures, len(columns)))
+        return report.COLUMNS, (report.rows(decls) +
+                                report.failure_rows(self.failures))

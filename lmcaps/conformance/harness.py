@@ -19,8 +19,7 @@ from lmcaps import events
 from lmcaps import exception
 from lmcaps import monitor as lmcaps_monitor
 from lmcaps import policy as lmcaps_policy
-from lmcaps import request as lmcaps_request
-from lmcaps.checks import base as checks_base
+from lmcaps import precheck as lmcaps_precheck
 from lmcaps.conformance import backend as backend_mod
 from lmcaps.drivers import base
 
@@ -74,8 +73,9 @@ class Harness(testtools.TestCase):
         factory = self.__dict__.get('backend') or getattr(
             type(self), 'backend', None)
         if not self.driver or factory is None:
-            self.fail(f'{type(self).__name__} must set driver (the entry '
-                      f'point name) and backend (a Backend subclass)')
+            raise self.failureException(
+                f'{type(self).__name__} must set driver (the entry point '
+                f'name) and backend (a Backend subclass)')
         self.conf = self._make_conf()
         self.store = events.MemoryEventStore()
         self._ids = itertools.count(1)
@@ -122,10 +122,16 @@ class Harness(testtools.TestCase):
 
     # -- migrations -------------------------------------------------------
 
-    def start(self, scenario: backend_mod.Scenario, *, postcopy: bool = False,
+    def start(self, scenario: backend_mod.Scenario, *,
+              prepare_for: frozenset[Op] = frozenset(),
+              fault: backend_mod.Fault | None = None,
               settle: bool = True) -> base.Migration:
         """Start a migration from the backend; STUCK ones must keep running."""
-        migration = self.env.start(self.subject, scenario, postcopy=postcopy)
+        migration = self.env.start(self.subject, scenario,
+                                   prepare_for=frozenset(prepare_for),
+                                   fault=fault)
+        if not isinstance(migration, base.Migration):
+            self.fail(f'backend contract: start() returned {migration!r}')
         self.addCleanup(self._stop, migration)
         if settle:
             self.follow(migration, lambda p, _w: p.phase is not
@@ -152,7 +158,26 @@ class Harness(testtools.TestCase):
         try:
             return self.subject.get_progress(migration)
         except NotImplementedError:
-            self.fail('get_progress raised NotImplementedError')
+            raise self.failureException(
+                'get_progress raised NotImplementedError') from None
+
+    def located(self, migration: base.Migration,
+                expected: tuple[base.GuestHost, base.RunState] | None,
+                what: str) -> base.GuestLocation:
+        """The backend's truth (equal to ``expected`` if given); the
+        driver's observed location must say the same."""
+        truth = self.env.locate(migration)
+        if not isinstance(truth, base.GuestLocation):
+            self.fail(f'backend contract: locate() returned {truth!r}, not '
+                      f'a GuestLocation')
+        if expected is not None:
+            self.assertEqual(expected, truth.pair,
+                             f'where the guest is {what} (the backend)')
+        reported = self.subject.guest_location(migration)
+        self.assertEqual(truth.pair, reported.pair,
+                         f'the driver misreports where the guest is {what}: '
+                         f'it says {reported}, the backend has {truth}')
+        return truth
 
     def follow(self, migration: base.Migration,
                until: Callable[[base.Progress, backend_mod.Location], bool],
@@ -255,11 +280,6 @@ class Harness(testtools.TestCase):
             return {'completion_timeout': timeout, **ACTION_BODY[op]}, {}
         return {}, {'completion_timeout_per_gib': timeout, **ACTION_BODY[op]}
 
-    def policy_for(self, body: Mapping) -> lmcaps_policy.EffectivePolicy:
-        values = lmcaps_request.validate(body)
-        layers = [(lmcaps_policy.REQUEST, values)] if values else []
-        return lmcaps_policy.resolve(self.conf, 2.0, layers)
-
     def run_prechecks(self, instance: str, body: Mapping,
                       config: Mapping[str, Any] | None = None
                       ) -> tuple[lmcaps_policy.EffectivePolicy,
@@ -269,16 +289,46 @@ class Harness(testtools.TestCase):
         :raises: MigrationPreCheckFailed (with an event recorded).
         """
         with self.overrides({lmcaps_conf.GROUP: dict(config or {})}):
-            pol = self.policy_for(body)
-            ctx = checks_base.CheckContext(
-                instance=instance, policy=pol, declaration=self.declaration,
-                conf=self.conf, request=dict(body))
-            report = checks.PreCheckRunner(self.conf).run(
-                ctx, self.store, f'req-{instance}')
-        return pol, report
+            verdict = lmcaps_precheck.run(
+                self.conf, self.store, f'req-{instance}', instance,
+                lmcaps_precheck.request_layers(body),
+                declaration=self.declaration, data_gib=2.0)
+        return verdict.policy, verdict.report
 
     def events_of(self, instance: str, name: str) -> list[events.EventRecord]:
         return [e for e in self.store.list_events(instance) if e.event == name]
+
+    def watched(self, mon: lmcaps_monitor.TimeoutMonitor,
+                scenario: backend_mod.Scenario, body: Mapping, *,
+                fault: backend_mod.Fault | None = None, prefix: str = 'timeout',
+                prepare_for: frozenset[Op] | None = None,
+                ) -> tuple[str, base.Migration, lmcaps_monitor.Watch]:
+        """Pre-check ``body``, start a migration and watch it."""
+        instance = self.uid(prefix)
+        try:
+            pol, _report = self.run_prechecks(instance, body)
+        except exception.MigrationPreCheckFailed as exc:
+            self.fail(f'the pre-checks refuse a per-instance timeout: {exc}')
+        migration = self.start(
+            scenario, fault=fault, settle=False,
+            prepare_for=pol.prepare_for if prepare_for is None
+            else prepare_for)
+        watch = mon.watch(self.subject, migration, pol,
+                          instance_uuid=instance,
+                          request_id=f'req-{instance}')
+        return instance, migration, watch
+
+    def wait_outcome(self, watch: lmcaps_monitor.Watch, instance: str,
+                     timeout: float) -> lmcaps_monitor.Outcome:
+        """The monitor's outcome; fails at once if the action failed."""
+        give_up = time.monotonic() + timeout + self.env.settle_timeout
+        while (outcome := watch.wait(self.env.poll_interval)) is None:
+            fired = self.events_of(instance, events.TIMEOUT_ACTION)
+            if fired and fired[0].result == events.ERROR:
+                self.fail(f'the timeout action failed: {fired[0].details}')
+            if time.monotonic() > give_up:
+                self.fail('the monitor did not see the migration end')
+        return outcome
 
     def monitor(self) -> lmcaps_monitor.TimeoutMonitor:
         """A started TimeoutMonitor, stopped at cleanup."""

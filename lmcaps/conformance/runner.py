@@ -20,10 +20,6 @@ BACKENDS_NAMESPACE = 'lmcaps.conformance.backends'
 BackendFactory = harness.BackendFactory
 
 
-class _Run(suite.DriverConformanceTest):
-    """The kit, with driver, backend and config files set per test by run()."""
-
-
 def resolve_backend(driver: str, spec: str | None = None) -> BackendFactory:
     """The backend class named ``module:Class``, or the driver's default.
 
@@ -128,6 +124,13 @@ def run(driver: str, backend: BackendFactory | None = None, *,
     :param tests: only test methods whose names start with one of these.
     """
     factory = backend or resolve_backend(driver)
+
+    class _Run(suite.DriverConformanceTest):
+        """The kit against this backend (fault tests from its faults)."""
+
+    for name, method in suite.faults.fault_methods(
+            {f.value: f for f in getattr(factory, 'faults', ())}).items():
+        setattr(_Run, name, method)
     loader = unittest.TestLoader()
     names = [n for n in loader.getTestCaseNames(_Run)
              if not tests or n.startswith(tuple(tests))]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
+from typing import Any
 from importlib import metadata
 
 import ddt
@@ -27,8 +27,8 @@ from lmcaps import conf as lmcaps_conf
 from lmcaps import drivers
 from lmcaps import events
 from lmcaps import exception
-from lmcaps import monitor as lmcaps_monitor
 from lmcaps.conformance import backend as backend_mod
+from lmcaps.conformance import faults
 from lmcaps.conformance import harness
 from lmcaps.conformance import probe
 from lmcaps.drivers import base
@@ -50,10 +50,24 @@ ACTION_END = {
 
 
 @ddt.ddt
-class DriverConformanceTest(harness.Harness):
-    """Proves a driver's declaration on a live backend; subclass it."""
+class DriverConformanceTest(faults.FaultTests):
+    """Proves a driver's declaration on a live backend; subclass it.
+
+    A subclass that names its ``backend`` gets one ``test_fault_<name>``
+    per fault in the backend's ``faults``.
+    """
 
     abstract_kit = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        factory = cls.__dict__.get('backend')
+        listed: frozenset[backend_mod.Fault] = getattr(factory, 'faults',
+                                                       frozenset())
+        for name, method in faults.fault_methods(
+                {f.value: f for f in sorted(listed, key=lambda f: f.value)}
+        ).items():
+            setattr(cls, name, method)
 
     # -- the plugin as a whole ------------------------------------------
 
@@ -191,20 +205,21 @@ class DriverConformanceTest(harness.Harness):
         if op is Op.PER_INSTANCE_TIMEOUT:
             self._verify_timeout()
             return
-        postcopy = op is Op.FORCE_COMPLETE_POSTCOPY
-        migration = self.start(Scenario.STUCK, postcopy=postcopy)
+        prepare = (base.PREPARE_POSTCOPY if op is Op.FORCE_COMPLETE_POSTCOPY
+                   else frozenset())
+        migration = self.start(Scenario.STUCK, prepare_for=prepare)
+        self.located(migration, (SRC, RUNNING), 'while it migrates')
         self.call_declared(op, migration)
         end, seen = self.follow(migration, harness.terminal,
                                 f'the end of the migration after {op.value}')
         _action, phase, where = ACTION_END[op]
         self.assertEqual(phase, end.phase, f'after {op.value}')
-        self.assertEqual(where, self.env.locate(migration),
-                         f'where the guest is after {op.value}')
+        self.located(migration, where, f'after {op.value}')
         if op is Op.FORCE_COMPLETE_POSTCOPY:
             self.assertIn(Phase.POSTCOPY, {p for p, _w in seen},
                           'post-copy was never observed')
         if op is Op.FORCE_COMPLETE_PAUSE:
-            self.assertTrue(any(p is Phase.PAUSED or w == (SRC, PAUSED)
+            self.assertTrue(any(p is Phase.PAUSED or w.pair == (SRC, PAUSED)
                                 for p, w in seen),
                             f'the guest was never seen paused: {seen[:5]}')
 
@@ -222,7 +237,7 @@ class DriverConformanceTest(harness.Harness):
         self.assertEqual(Phase.COMPLETED, end.phase, f'the refused '
                          f'{op.value} must leave the migration to complete')
         self.assertNotIn(Phase.POSTCOPY, {p for p, _w in seen})
-        self.assertEqual((DST, RUNNING), self.env.locate(migration))
+        self.located(migration, (DST, RUNNING), 'after it completed')
 
     def _verify_refused_by_driver(self, op: Op,
                                   cond: backend_mod.UnmetCondition) -> None:
@@ -230,10 +245,11 @@ class DriverConformanceTest(harness.Harness):
             self.fail('an unmet per_instance_timeout condition can only be '
                       'refused by the pre-checks (refused_by=PRECHECK)')
         with self.overrides(cond.config):
-            migration = self.start(Scenario.STUCK, postcopy=cond.postcopy)
+            migration = self.start(Scenario.STUCK,
+                                   prepare_for=cond.prepare_for)
             if cond.prepare is not None:
                 cond.prepare(self.subject, migration, self.wait_for_phase)
-            where = self.env.locate(migration)
+            where = self.located(migration, None, 'before the refusal').pair
             try:
                 self.invoke(op, migration)
             except (exception.OperationRefused,
@@ -249,15 +265,15 @@ class DriverConformanceTest(harness.Harness):
             phase = self.progress(migration).phase
             self.assertNotIn(phase, (Phase.CANCELLED, Phase.FAILED),
                              f'the refused {op.value} ended the migration')
-            self.assertEqual(where, self.env.locate(migration),
-                             f'the refused {op.value} moved the guest')
+            self.located(migration, where, f'after the refused {op.value}')
 
     def _verify_timeout(self) -> None:
         """The real monitor fires once, after the deadline, never before."""
         action_op = self.timeout_action()
         if action_op is None:
-            self.fail('per_instance_timeout is declared usable but no timeout '
-                      'action (abort, force-complete) is usable')
+            raise self.failureException(
+                'per_instance_timeout is declared usable but no timeout '
+                'action (abort, force-complete) is usable')
         name, phase, where = ACTION_END[action_op]
         timeout = self.env.completion_timeout
         body = {'completion_timeout': timeout,
@@ -265,8 +281,8 @@ class DriverConformanceTest(harness.Harness):
         calls = self.spy(['abort', 'force_complete'])
         mon = self.monitor()
 
-        instance, migration, watch = self._watched(mon, Scenario.STUCK, body)
-        outcome = self._wait_outcome(watch, instance, timeout)
+        instance, migration, watch = self.watched(mon, Scenario.STUCK, body)
+        outcome = self.wait_outcome(watch, instance, timeout)
         if outcome.action is None and outcome.phase is Phase.COMPLETED:
             self.fail('backend contract: the STUCK migration converged '
                       'before its completion timeout')
@@ -275,16 +291,22 @@ class DriverConformanceTest(harness.Harness):
         self.assertIsNone(outcome.action_error)
         self.assertGreater(calls[0][1] - migration.started_at, timeout,
                            'the timeout action fired before the deadline')
-        self.assertGreater(outcome.fired_at, outcome.deadline)
+        self.assertIsNotNone(outcome.fired_at)
+        self.assertGreater(outcome.fired_at or 0.0, outcome.deadline or 0.0)
         self.assertEqual(phase, outcome.phase)
-        self.assertEqual(where, self.env.locate(migration))
+        truth = self.located(migration, where, 'after the timeout action')
+        self.assertEqual(truth.pair, outcome.location.pair,
+                         'the outcome misreports where the guest is')
         [fired] = self.events_of(instance, events.TIMEOUT_ACTION)
         self.assertEqual(events.SUCCESS, fired.result)
+        [ended] = self.events_of(instance, events.OUTCOME)
+        self.assertIn(str(outcome.location).split(':')[0],
+                      ended.details or '')
 
         del calls[:]
-        instance, migration, watch = self._watched(mon, Scenario.CONVERGING,
-                                                   body)
-        outcome = self._wait_outcome(watch, instance, timeout)
+        instance, migration, watch = self.watched(mon, Scenario.CONVERGING,
+                                                  body)
+        outcome = self.wait_outcome(watch, instance, timeout)
         self.assertEqual(Phase.COMPLETED, outcome.phase)
         if migration.elapsed >= timeout:
             self.fail('backend contract: the CONVERGING migration took longer '
@@ -294,30 +316,3 @@ class DriverConformanceTest(harness.Harness):
         self.assertEqual([], calls, 'an action fired on a migration that '
                                     'completed before its deadline')
         self.assertEqual([], self.events_of(instance, events.TIMEOUT_ACTION))
-
-    def _wait_outcome(self, watch: lmcaps_monitor.Watch, instance: str,
-                      timeout: float) -> lmcaps_monitor.Outcome:
-        """The monitor's outcome; fails at once if the action failed."""
-        give_up = time.monotonic() + timeout + self.env.settle_timeout
-        while (outcome := watch.wait(self.env.poll_interval)) is None:
-            fired = self.events_of(instance, events.TIMEOUT_ACTION)
-            if fired and fired[0].result == events.ERROR:
-                self.fail(f'the timeout action failed: {fired[0].details}')
-            if time.monotonic() > give_up:
-                self.fail('the monitor did not see the migration end')
-        return outcome
-
-    def _watched(self, mon: lmcaps_monitor.TimeoutMonitor,
-                 scenario: Scenario, body: dict
-                 ) -> tuple[str, base.Migration, lmcaps_monitor.Watch]:
-        instance = self.uid('timeout')
-        try:
-            pol, _report = self.run_prechecks(instance, body)
-        except exception.MigrationPreCheckFailed as exc:
-            self.fail(f'the pre-checks refuse a per-instance timeout: {exc}')
-        postcopy = body.get('force_complete_mode') == 'postcopy'
-        migration = self.start(scenario, postcopy=postcopy, settle=False)
-        watch = mon.watch(self.subject, migration, pol,
-                          instance_uuid=instance,
-                          request_id=f'req-{instance}')
-        return instance, migration, watch

@@ -10,6 +10,7 @@ pass; it converges when a pass's dirty set fits the allowed downtime
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import threading
 import time
@@ -23,10 +24,11 @@ from lmcaps import exception
 from lmcaps.drivers import base
 
 MIB = 1024 ** 2
-SOURCE = 'source'
-DESTINATION = 'destination'
-RUNNING = 'running'
-PAUSED = 'paused'
+SOURCE = base.GuestHost.SOURCE
+DESTINATION = base.GuestHost.DESTINATION
+RUNNING = base.RunState.RUNNING
+PAUSED = base.RunState.PAUSED
+Where = tuple[base.GuestHost, base.RunState]
 
 # Convergence threshold floor (1 byte), so that downtime_mib = 0 with a
 # small dirty rate still ends instead of halving towards zero forever.
@@ -87,6 +89,14 @@ fake_opts = [_support_opt(op) for op in caps.Operation] + [
     cfg.FloatOpt('time_scale', default=1.0, min=0.000001,
                  help='Simulated seconds per wall-clock second, so that '
                       'tests run long migrations fast.'),
+    cfg.StrOpt('world', default='default',
+               help='Name of the simulated hypervisor world (in this '
+                    'process) the driver talks to; drivers on the same '
+                    'world see the same guests and migrations, as two '
+                    'clients of one backend would.'),
+    cfg.FloatOpt('cancel_delay', default=0.0, min=0.0,
+                 help='Simulated seconds between an accepted abort and the '
+                      'migration being cancelled (CANCELLING meanwhile).'),
 ]
 
 
@@ -101,8 +111,15 @@ class _Sim:
     postcopy_bandwidth: float
     time_scale: float
     postcopy_capable: bool
+    t0: float = 0.0               # monotonic start, in ``clock``
+    clock: Callable[[], float] = time.monotonic
+    instance: str = ''
+    detail: str = ''               # backend words on the guest's state
     phase: base.Phase = base.Phase.PRECOPY
-    location: tuple[str, str] = (SOURCE, RUNNING)
+    location: Where = (SOURCE, RUNNING)
+    cancel_at: float | None = None    # CANCELLING until then (simulated)
+    complete_during_cancel: bool = False
+    owner_paused: bool = False
     final_copy: bool = False      # converged: last pass, guest paused
     iteration: int = 1
     sent: float = 0.0             # MiB sent before the current transfer
@@ -113,7 +130,8 @@ class _Sim:
 
     @property
     def dirtying(self) -> bool:
-        return self.phase is base.Phase.PRECOPY and not self.final_copy
+        return (self.phase in (base.Phase.PRECOPY, base.Phase.CANCELLING) and
+                not self.final_copy and not self.owner_paused)
 
     def end(self) -> float:
         return self.start + self.size / self.rate
@@ -123,12 +141,19 @@ class _Sim:
 
     def advance(self, now: float) -> None:
         """Bring the model to simulated time ``now``."""
+        if (self.phase is base.Phase.CANCELLING and
+                not self.complete_during_cancel and
+                self.cancel_at is not None and now >= self.cancel_at):
+            state = PAUSED if self.owner_paused else RUNNING
+            self.end_as(self.cancel_at, base.Phase.CANCELLED, (SOURCE, state))
+            return
         while not self.phase.terminal and self.end() <= now:
             end = self.end()
             self.sent += self.size
             if not self.dirtying:
                 self.phase = base.Phase.COMPLETED
-                self.location = (DESTINATION, RUNNING)
+                self.location = (DESTINATION, PAUSED if self.owner_paused
+                                 else RUNNING)
                 self.final_copy = False
                 return
             dirty = min(self.ram, self.dirty_rate * (end - self.start))
@@ -158,7 +183,7 @@ class _Sim:
         self.start, self.size, self.rate = now, size, rate
 
     def end_as(self, now: float, phase: base.Phase,
-               location: tuple[str, str]) -> None:
+               location: Where) -> None:
         self.restart(now, 0.0, self.rate)
         self.phase, self.location, self.final_copy = phase, location, False
 
@@ -167,8 +192,12 @@ class _Sim:
         if not self.phase.terminal:
             processed += self.size - self.remaining(now)
         remaining = 0.0 if self.phase.terminal else self.remaining(now)
+        fraction = (1.0 if self.phase is base.Phase.COMPLETED else
+                    None if self.phase.terminal else
+                    max(0.0, min(1.0, 1 - self.outstanding(now) / self.ram)))
         return base.Progress(
-            phase=self.phase,
+            phase=self.phase, fraction=fraction,
+            raw_state=('final copy' if self.final_copy else self.phase.value),
             data_total=int(self.ram * MIB),
             data_processed=int(processed * MIB),
             data_remaining=int(remaining * MIB),
@@ -178,6 +207,61 @@ class _Sim:
             iteration=self.iteration,
             message=self.message or ('final copy, guest paused'
                                      if self.final_copy else ''))
+
+
+class World:
+    """The simulated backend: guests, where they are, and migrations.
+
+    What a hypervisor (or a vCenter) would know.  Drivers reach it by name
+    (``[lmcaps_fake] world``) as clients of one backend; the conformance
+    kit's fake backend reads it directly, never through a driver.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.sims: dict[str, _Sim] = {}        # reference -> migration
+        self.guests: dict[str, Where] = {}     # instance -> where, at rest
+        self.busy: dict[str, str] = {}         # instance -> last reference
+        self.session = 0                       # bumped when sessions drop
+        self._refs = itertools.count(1)
+
+    def new_reference(self) -> str:
+        return f'fake-migration-{next(self._refs)}'
+
+    def sim_of(self, instance: str) -> _Sim | None:
+        """The last migration of ``instance``, advanced to now."""
+        with self.lock:
+            sim = self.sims.get(self.busy.get(instance, ''))
+            if sim is not None:
+                sim.advance((sim.clock() - sim.t0) * sim.time_scale)
+            return sim
+
+    def where(self, instance: str) -> tuple[Where, str] | None:
+        """Where the guest is now, and the backend's words on it."""
+        with self.lock:
+            sim = self.sim_of(instance)
+            if sim is not None:
+                return sim.location, sim.detail
+            found = self.guests.get(instance)
+            return None if found is None else (found, '')
+
+    def drop_sessions(self) -> None:
+        """Invalidate every client's session (fault injection)."""
+        with self.lock:
+            self.session += 1
+
+
+_worlds: dict[str, World] = {}
+_worlds_lock = threading.Lock()
+
+
+def world(name: str = 'default') -> World:
+    """The simulated world called ``name`` in this process (made on demand)."""
+    with _worlds_lock:
+        found = _worlds.get(name)
+        if found is None:
+            found = _worlds[name] = World()
+        return found
 
 
 class FakeDriver(base.LiveMigrationDriver):
@@ -192,9 +276,9 @@ class FakeDriver(base.LiveMigrationDriver):
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(conf)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._sims: dict[str, _Sim] = {}
-        self._instances: dict[str, str] = {}   # instance -> migration id
+        self._session: int | None = None
+        #: times the driver had to log in again after a lost session
+        self.relogins = 0
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -231,60 +315,106 @@ class FakeDriver(base.LiveMigrationDriver):
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
             return 'fake-host'
 
+    @property
+    def world(self) -> World:
+        return world(self.options.world)
+
+    def connect(self) -> None:
+        with self.world.lock:
+            self._session = self.world.session
+
+    def _check_session(self) -> None:
+        """Log in again once if the world dropped our session."""
+        current = self.world.session
+        if self._session != current:
+            if self._session is not None:
+                self.relogins += 1
+            self._session = current
+
     # -- migrations -------------------------------------------------------
 
     def guest_data_gib(self, spec: base.MigrationSpec) -> float:
         """The simulated RAM (``ram_mib``), counted as at least 2 GiB."""
         return base.data_gib(self.options.ram_mib * MIB)
 
-    def start_migration(self, spec: base.MigrationSpec) -> base.Migration:
+    def _start(self, spec: base.MigrationSpec) -> base.Migration:
         opts = self.options
         bandwidth = opts.bandwidth_mib
         if spec.bandwidth_mib:
             bandwidth = min(bandwidth, float(spec.bandwidth_mib))
-        sim = _Sim(ram=float(opts.ram_mib), bandwidth=bandwidth,
-                   dirty_rate=opts.dirty_rate_mib,
-                   threshold=max(opts.downtime_mib, _MIN_THRESHOLD_MIB),
-                   postcopy_bandwidth=(opts.postcopy_bandwidth_mib or
-                                       opts.bandwidth_mib),
-                   time_scale=opts.time_scale,
-                   postcopy_capable=spec.postcopy)
-        sim.size, sim.rate = sim.ram, sim.bandwidth
-        with self._lock:
-            busy = self._sims.get(self._instances.get(spec.instance, ''))
-            if busy is not None and not busy.phase.terminal:
-                raise exception.DriverError(
-                    driver=self.name,
-                    reason=f'instance {spec.instance} is already migrating')
-            migration = base.Migration(
-                spec=spec, data_gib=self.guest_data_gib(spec),
-                started_at=self._clock(), backend=sim)
-            self._sims[migration.id] = sim
-            self._instances[spec.instance] = migration.id
-        return migration
+        w = self.world
+        with w.lock:
+            self._check_session()
+            busy = w.sims.get(w.busy.get(spec.instance, ''))
+            if busy is not None:
+                busy.advance(self._now(busy))
+                if not busy.phase.terminal:
+                    raise exception.DriverError(
+                        driver=self.name,
+                        reason=f'instance {spec.instance} is already '
+                               f'migrating')
+            found = w.where(spec.instance)
+            where = (SOURCE, RUNNING) if found is None else found[0]
+            if where[0] is not SOURCE:
+                where = (SOURCE, where[1])   # a new round from its new host
+            sim = _Sim(ram=float(opts.ram_mib), bandwidth=bandwidth,
+                       dirty_rate=opts.dirty_rate_mib,
+                       threshold=max(opts.downtime_mib, _MIN_THRESHOLD_MIB),
+                       postcopy_bandwidth=(opts.postcopy_bandwidth_mib or
+                                           opts.bandwidth_mib),
+                       time_scale=opts.time_scale,
+                       postcopy_capable=spec.postcopy, t0=self._clock(),
+                       clock=self._clock, instance=spec.instance, location=where,
+                       owner_paused=where[1] is PAUSED)
+            sim.size, sim.rate = sim.ram, sim.bandwidth
+            reference = w.new_reference()
+            w.sims[reference] = sim
+            w.busy[spec.instance] = reference
+        return base.Migration(spec=spec, data_gib=self.guest_data_gib(spec),
+                              reference=reference, started_at=sim.t0,
+                              backend=sim)
 
-    def _now(self, migration: base.Migration, sim: _Sim) -> float:
-        return (self._clock() - migration.started_at) * sim.time_scale
+    def _reattach(self, ref: base.MigrationRef) -> base.Migration:
+        with self.world.lock:
+            self._check_session()
+            sim = self.world.sims.get(ref.reference)
+        if sim is None:
+            raise exception.MigrationGone(driver=self.name,
+                                          reference=ref.reference)
+        return base.Migration(spec=ref.spec, data_gib=ref.data_gib,
+                              reference=ref.reference, started_at=sim.t0,
+                              backend=sim)
+
+    def _now(self, sim: _Sim) -> float:
+        return (sim.clock() - sim.t0) * sim.time_scale
 
     def _sim(self, migration: base.Migration) -> tuple[_Sim, float]:
-        """The advanced model and its simulated "now"; call under the lock."""
-        sim = self._sims.get(migration.id)
+        """The advanced model and its simulated "now"; under the lock."""
+        self._check_session()
+        sim = self.world.sims.get(migration.reference)
         if sim is None:
             raise exception.MigrationNotFound(migration=migration.id,
                                               driver=self.name)
-        now = self._now(migration, sim)
+        now = self._now(sim)
         sim.advance(now)
         return sim, now
 
-    def get_progress(self, migration: base.Migration) -> base.Progress:
-        with self._lock:
+    def _progress(self, migration: base.Migration) -> base.Progress:
+        with self.world.lock:
             sim, now = self._sim(migration)
             return sim.progress(now)
 
-    def guest_location(self, migration: base.Migration) -> tuple[str, str]:
-        """Where the guest is: ``(source|destination, running|paused)``."""
-        with self._lock:
-            return self._sim(migration)[0].location
+    def _locate(self, migration: base.Migration) -> base.GuestLocation:
+        """Where the world has the guest (a fresh read, not the phase)."""
+        with self.world.lock:
+            self._check_session()
+            found = self.world.where(migration.spec.instance)
+        if found is None:
+            return base.GuestLocation(base.GuestHost.NOWHERE,
+                                      base.RunState.UNKNOWN,
+                                      f'no guest {migration.spec.instance}')
+        (host, state), detail = found
+        return base.GuestLocation(host, state, detail)
 
     def _refuse(self, migration: base.Migration, operation: caps.Operation,
                 reason: str) -> exception.OperationRefused:
@@ -294,7 +424,7 @@ class FakeDriver(base.LiveMigrationDriver):
 
     def _abort(self, migration: base.Migration) -> None:
         op = caps.Operation.ABORT
-        with self._lock:
+        with self.world.lock:
             sim, now = self._sim(migration)
             if sim.phase is base.Phase.POSTCOPY:
                 raise self._refuse(migration, op,
@@ -302,15 +432,28 @@ class FakeDriver(base.LiveMigrationDriver):
             if sim.phase.terminal:
                 raise self._refuse(migration, op,
                                    f'migration already {sim.phase.value}')
+            if sim.phase is base.Phase.CANCELLING:
+                return      # one cancel request, as vSphere counts them
+            delay = self.options.cancel_delay
+            if delay > 0 or sim.complete_during_cancel:
+                sim.phase = base.Phase.CANCELLING
+                sim.cancel_at = now + delay
+                if sim.complete_during_cancel:
+                    # The copy goes on and finishes first: converge at once.
+                    sim.dirty_rate = 0.0
+                    sim.restart(now, min(sim.outstanding(now), 1.0),
+                                sim.bandwidth)
+                return
             # A guest paused by force-complete stays paused; the pause of
             # the final copy belongs to the migration and is undone.
-            state = PAUSED if sim.phase is base.Phase.PAUSED else RUNNING
+            state = (PAUSED if sim.phase is base.Phase.PAUSED or
+                     sim.owner_paused else RUNNING)
             sim.end_as(now, base.Phase.CANCELLED, (SOURCE, state))
 
     def _force_complete(self, migration: base.Migration,
                         mode: caps.ForceCompleteMode) -> None:
         op = mode.operation
-        with self._lock:
+        with self.world.lock:
             sim, now = self._sim(migration)
             if sim.phase.terminal:
                 raise self._refuse(migration, op,
@@ -318,6 +461,8 @@ class FakeDriver(base.LiveMigrationDriver):
             if sim.phase is base.Phase.POSTCOPY:
                 raise self._refuse(migration, op,
                                    'migration is already in post-copy mode')
+            if sim.phase is base.Phase.CANCELLING:
+                raise self._refuse(migration, op, 'migration is cancelling')
             if mode is caps.ForceCompleteMode.POSTCOPY:
                 if not sim.postcopy_capable:
                     raise self._refuse(
@@ -329,7 +474,7 @@ class FakeDriver(base.LiveMigrationDriver):
                 sim.location = (DESTINATION, RUNNING)
                 sim.final_copy = False
                 return
-            if sim.phase is base.Phase.PAUSED:
+            if sim.phase is base.Phase.PAUSED or sim.owner_paused:
                 raise self._refuse(migration, op, 'guest is already paused')
             if sim.final_copy:
                 return      # already paused by the final copy: nothing to do
@@ -339,7 +484,7 @@ class FakeDriver(base.LiveMigrationDriver):
 
     def _resume_source(self, migration: base.Migration) -> None:
         op = caps.Operation.FORCE_COMPLETE_PAUSE
-        with self._lock:
+        with self.world.lock:
             sim, _now = self._sim(migration)
             if sim.phase not in (base.Phase.FAILED, base.Phase.CANCELLED):
                 raise self._refuse(migration, op,
@@ -359,7 +504,7 @@ class FakeDriver(base.LiveMigrationDriver):
         The guest stays where it was: paused on the source after a pause,
         paused on the destination after a failure in post-copy.
         """
-        with self._lock:
+        with self.world.lock:
             sim, now = self._sim(migration)
             if sim.phase.terminal:
                 raise self._refuse(migration, caps.Operation.ABORT,
@@ -372,3 +517,30 @@ class FakeDriver(base.LiveMigrationDriver):
                 where = (SOURCE, RUNNING)
             sim.end_as(now, base.Phase.FAILED, where)
             sim.message = message
+
+    def destination_dies(self, migration: base.Migration) -> None:
+        """The destination host dies now (a test helper).
+
+        In post-copy the guest's memory is split between the hosts: the
+        source keeps it paused, post-copy failed (as libvirt shows it).
+        Before, the guest runs on in the source.
+        """
+        with self.world.lock:
+            sim, now = self._sim(migration)
+            if sim.phase.terminal:
+                raise self._refuse(migration, caps.Operation.ABORT,
+                                   f'migration already {sim.phase.value}')
+            if sim.phase is base.Phase.POSTCOPY:
+                where, sim.detail = (SOURCE, PAUSED), 'post-copy failed'
+            else:
+                where = (SOURCE, PAUSED if sim.owner_paused else RUNNING)
+            sim.end_as(now, base.Phase.FAILED, where)
+            sim.message = 'the destination host died'
+
+    def owner_pause(self, migration: base.Migration) -> None:
+        """The guest's owner pauses it during the migration (a test helper)."""
+        with self.world.lock:
+            sim, now = self._sim(migration)
+            sim.restart(now, sim.outstanding(now), sim.rate)
+            sim.owner_paused = True
+            sim.location = (sim.location[0], PAUSED)

@@ -88,7 +88,8 @@ class NovaEventStore(lmcaps_events.EventStore):
                 records.append(lmcaps_events.EventRecord(
                     id=ev.id, action_id=act.id, request_id=act.request_id,
                     instance_uuid=instance_uuid, action=act.action,
-                    event=ev.event, start_time=_aware(ev.start_time),
+                    event=ev.event,
+                    start_time=_aware(ev.start_time),  # type: ignore[arg-type]
                     finish_time=_aware(ev.finish_time), result=ev.result,
                     traceback=ev.traceback, host=ev.host,
                     details=ev.details))

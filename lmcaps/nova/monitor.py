@@ -93,7 +93,8 @@ class MigrationState:
 
     def pause_only(self) -> bool:
         """Whether a force-complete must pause, not switch to post-copy."""
-        return self.policy(0).force_complete_mode == 'pause'
+        return (self.policy(0).force_complete_mode is
+                lmcaps_policy.ModeChoice.PAUSE)
 
     def _act(self, policy: lmcaps_policy.EffectivePolicy) -> None:
         if policy.timeout_action is lmcaps_policy.TimeoutAction.FORCE_COMPLETE:
@@ -120,7 +121,8 @@ class MigrationState:
                    f"{elapsed:.0f}s; timeout_action "
                    f"{policy.timeout_action.value} ({src['timeout_action']})")
         if policy.timeout_action is lmcaps_policy.TimeoutAction.FORCE_COMPLETE:
-            details += (f', force_complete_mode {policy.force_complete_mode} '
+            details += (f', force_complete_mode '
+                        f'{policy.force_complete_mode.value} '
                         f"({src['force_complete_mode']})")
         try:
             nova_events.NovaEventStore(self.context).record(

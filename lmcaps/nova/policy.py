@@ -19,7 +19,6 @@ min/max_completion_timeout and allowed_timeout_actions.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,12 +73,12 @@ def from_specs(specs: Mapping[str, str], source: str) -> dict[str, Any]:
         prop = lmcaps_request.REQUEST_SCHEMA['properties'][field]
         if prop['type'] == 'integer':
             try:
-                value = int(str(value).strip())
+                number = int(str(value).strip())
             except ValueError:
                 raise exception.InvalidRequest(
                     reason=f'{source} key {key}: {value!r} is not an '
                            f'integer') from None
-        values[field] = value
+        values[field] = number if prop['type'] == 'integer' else value
     try:
         return lmcaps_request.validate(values)
     except exception.InvalidRequest as exc:
@@ -113,6 +112,19 @@ def config_timeout(conf: cfg.ConfigOpts, data_gb: float) -> int:
     return int(conf.libvirt.live_migration_completion_timeout * data_gb)
 
 
+def with_config(conf: cfg.ConfigOpts, layers: Layers,
+                completion_timeout: int) -> list[tuple[str, Mapping]]:
+    """The layers followed by nova's host-wide options as the config layer.
+
+    :param completion_timeout: nova's host-wide timeout for this migration in
+        seconds (:func:`config_timeout`); 0 = never.
+    """
+    return [*layers, (CONFIG, {
+        'completion_timeout': completion_timeout,
+        'timeout_action': conf.libvirt.live_migration_timeout_action,
+    })]
+
+
 def resolve(conf: cfg.ConfigOpts, layers: Layers,
             completion_timeout: int) -> lmcaps_policy.EffectivePolicy:
     """The effective policy over nova's host-wide options.
@@ -120,11 +132,7 @@ def resolve(conf: cfg.ConfigOpts, layers: Layers,
     :param completion_timeout: nova's host-wide timeout for this migration in
         seconds (:func:`config_timeout`); 0 = never.
     """
-    config = (CONFIG, {
-        'completion_timeout': completion_timeout,
-        'timeout_action': conf.libvirt.live_migration_timeout_action,
-    })
     # data_gib does not matter: the config layer always gives a timeout.
-    policy = lmcaps_policy.resolve(conf, 2.0, [*layers, config])
-    return dataclasses.replace(
-        policy, permit_post_copy=conf.libvirt.live_migration_permit_post_copy)
+    return lmcaps_policy.resolve(
+        conf, 2.0, with_config(conf, layers, completion_timeout),
+        permit_post_copy=conf.libvirt.live_migration_permit_post_copy)

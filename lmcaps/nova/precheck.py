@@ -24,6 +24,7 @@ from lmcaps import checks as lmcaps_checks
 from lmcaps import conf as lmcaps_conf
 from lmcaps import events as lmcaps_events
 from lmcaps import exception
+from lmcaps import precheck as lmcaps_precheck
 from lmcaps.checks import base as checks_base
 from lmcaps.nova import declaration as nova_declaration
 from lmcaps.nova import events as nova_events
@@ -64,12 +65,9 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
         raise nova_exception.MigrationPreCheckError(reason=exc.message)
     try:
         data_gb = driver._live_migration_data_gb(instance, [])
-        policy = nova_policy.resolve(
+        all_layers = nova_policy.with_config(
             conf, layers, nova_policy.config_timeout(conf, data_gb))
-        ctx = checks_base.CheckContext(
-            instance=instance.uuid, policy=policy,
-            declaration=nova_declaration.host_declaration(driver, conf),
-            conf=conf, request=_merged(layers))
+        declaration = nova_declaration.host_declaration(driver, conf)
         checks = runner(conf)
     except Exception as exc:
         reason = _crashed(instance, exc)
@@ -78,27 +76,23 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
         raise nova_exception.MigrationPreCheckError(reason=reason) from exc
     try:
         # One evaluation; on host-wide defaults a pass adds no event.
-        checks.run(ctx, store, context.request_id, host=conf.host,
-                   record_success=policy.per_instance)
+        verdict = lmcaps_precheck.run(
+            conf, store, context.request_id, instance.uuid, all_layers,
+            declaration=declaration, data_gib=data_gb, runner=checks,
+            host=conf.host, record_success=bool(layers),
+            permit_post_copy=conf.libvirt.live_migration_permit_post_copy)
     except exception.MigrationPreCheckFailed as exc:
         raise nova_exception.MigrationPreCheckError(reason=exc.message)
     except Exception as exc:  # run() has recorded the event, if it could
         reason = _crashed(instance, exc)
         raise nova_exception.MigrationPreCheckError(reason=reason) from exc
-    return ctx
+    return verdict.context
 
 
 def _crashed(instance: Any, exc: Exception) -> str:
     """Log lmcaps's own failure; the reason nova is given."""
     LOG.exception('lmcaps pre-check of instance %s failed', instance.uuid)
     return f'lmcaps pre-check error: {type(exc).__name__}: {exc}'
-
-
-def _merged(layers: nova_policy.Layers) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for _name, values in reversed(layers):
-        merged.update(values)
-    return merged
 
 
 def _record_refusal(store: nova_events.NovaEventStore, context: Any,

@@ -5,6 +5,7 @@ from oslo_config import fixture as cfg_fixture
 import testtools
 
 from lmcaps import conf as lmcaps_conf
+from lmcaps.drivers import fake
 
 
 class ConfTestCase(testtools.TestCase):
@@ -17,3 +18,6 @@ class ConfTestCase(testtools.TestCase):
         lmcaps_conf.register_opts(self.conf)
         self.conf([], project='lmcaps-test', default_config_files=[])
         self.cfg = self.useFixture(cfg_fixture.Config(self.conf))
+        # Each test its own simulated world for the fake driver.
+        self.addCleanup(fake._worlds.clear)
+        fake._worlds.clear()

@@ -23,9 +23,9 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'conformance_example')
 TIMEOUT = 120
 
-_LIAR = '''
-import json, lmcaps.conformance as kit
-result = kit.run('example_liar')   # backend from lmcaps.conformance.backends
+_RUN = '''
+import json, sys, lmcaps.conformance as kit
+result = kit.run(sys.argv[1])   # backend from lmcaps.conformance.backends
 print(json.dumps(result.as_dict()))
 '''
 
@@ -99,14 +99,19 @@ class TestOutOfTreeDriver(testtools.TestCase):
 
         honest = self._start([self.python, '-m', 'unittest', '-v',
                               'lmcaps_example.tests.test_conformance'])
-        liar = self._start([self.python, '-c', _LIAR])
+        liar = self._start([self.python, '-c', _RUN, 'example_liar'])
+        misreport = self._start([self.python, '-c', _RUN,
+                                 'example_misreport'])
         out, err = honest.communicate(timeout=TIMEOUT)
         liar_out, liar_err = liar.communicate(timeout=TIMEOUT)
+        mis_out, mis_err = misreport.communicate(timeout=TIMEOUT)
 
         self.assertEqual(0, honest.returncode, err)
         self.assertIn('OK', err.splitlines()[-1])
         self.assertNotIn('skipped', err)
         self.assertIn('test_behaviour_1_abort', err)
+        self.assertIn('test_fault_owner_pauses', err)
+        self.assertIn('test_fault_migration_fails', err)
 
         self.assertEqual(0, liar.returncode, liar_err)
         run = json.loads(liar_out.strip().splitlines()[-1])
@@ -118,5 +123,18 @@ class TestOutOfTreeDriver(testtools.TestCase):
         self.assertIn('NotImplementedError', ' '.join(ops['abort']['reasons']))
         for name in ('force_complete_postcopy', 'force_complete_pause'):
             self.assertEqual('refused-as-declared', ops[name]['verdict'])
-        self.assertEqual(['passed'] * 4,
-                         [t['status'] for t in run['general']])
+        general = {t['test']: t['status'] for t in run['general']}
+        self.assertEqual(['passed'] * 4, [
+            status for name, status in general.items()
+            if not name.startswith('test_fault_')])
+
+        # Honest about what it can do, wrong about where the guest is.
+        self.assertEqual(0, misreport.returncode, mis_err)
+        run = json.loads(mis_out.strip().splitlines()[-1])
+        self.assertFalse(run['passed'])
+        faults = {t['test']: t for t in run['general']
+                  if t['test'].startswith('test_fault_')}
+        self.assertEqual('failed', faults['test_fault_owner_pauses']['status'])
+        self.assertIn('misreports where the guest is',
+                      faults['test_fault_owner_pauses']['reason'])
+        self.assertEqual('verified', run['operations']['abort']['verdict'])

@@ -70,9 +70,9 @@ class ConvergingAlways(conformance.FakeBackend):
 
     time_scale = 100.0
 
-    def start(self, driver, scenario, *, postcopy=False):
+    def start(self, driver, scenario, **kwargs):
         return super().start(driver, conformance.Scenario.CONVERGING,
-                             postcopy=postcopy)
+                             **kwargs)
 
 
 def _noop(self, *args):

@@ -1,5 +1,6 @@
 """Tests of the simulated (fake) driver."""
 
+import dataclasses
 import threading
 
 import ddt
@@ -50,9 +51,16 @@ class FakeDriverTestCase(test_base.ConfTestCase):
     def set(self, **values):
         self.cfg.config(group='lmcaps_fake', **values)
 
-    def start(self, instance='vm-1', **spec):
+    def start(self, instance='vm-1', postcopy=False, **spec):
+        if postcopy:
+            spec['prepare_for'] = base.PREPARE_POSTCOPY
         return self.driver.start_migration(
             base.MigrationSpec(instance=instance, destination='dst', **spec))
+
+    def where(self, migration):
+        """The observed location as plain strings."""
+        loc = self.driver.guest_location(migration)
+        return (loc.host.value, loc.state.value)
 
     def phase_at(self, migration, seconds):
         self.clock.now = migration.started_at + seconds
@@ -91,12 +99,15 @@ class DeclarationTest(FakeDriverTestCase):
     def test_unusable_operation_raises_and_changes_nothing(self, level, op):
         self.set(**{op: level})
         self.set(dirty_rate_mib=5000.0)
-        migration = self.start(postcopy=True)
+        if op == 'force_complete_postcopy':
+            self.assertRaises(exception.UnsupportedOperation, self.start,
+                              postcopy=True)
+        migration = self.start(postcopy=op != 'force_complete_postcopy')
         self.assertRaises(exception.UnsupportedOperation, act, self.driver,
                           migration, op)
         self.assertIs(P.PRECOPY, self.phase_at(migration, 60))
         self.assertEqual(('source', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
 
     def test_facts_name_the_simulation(self):
         self.set(dirty_rate_mib=12.5)
@@ -131,7 +142,7 @@ class PreCopyTest(FakeDriverTestCase):
         self.assertIs(P.PRECOPY, self.phase_at(migration, done_at - 0.001))
         self.assertIs(P.COMPLETED, self.phase_at(migration, done_at + 0.001))
         self.assertEqual(('destination', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
 
     def test_progress_counts_passes_and_bytes(self):
         self.set(dirty_rate_mib=500.0)
@@ -150,7 +161,7 @@ class PreCopyTest(FakeDriverTestCase):
         migration = self.start()
         self.assertIs(P.PRECOPY, self.phase_at(migration, 4.070))
         self.assertEqual(('source', 'paused'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
         self.assertEqual(0, self.driver.get_progress(
             migration).memory_dirty_rate)
 
@@ -179,11 +190,25 @@ class PreCopyTest(FakeDriverTestCase):
         self.driver.abort(migration)
         self.assertIsNot(migration.id, self.start().id)
 
-    def test_unknown_migration(self):
+    def test_second_client_reattaches_by_reference(self):
         other = fake.FakeDriver(self.conf, clock=self.clock)
         migration = other.start_migration(base.MigrationSpec('x', 'y'))
+        again = self.driver.reattach(migration.ref('fake'))
+        self.assertEqual(migration.reference, again.reference)
+        self.assertEqual(other.get_progress(migration),
+                         self.driver.get_progress(again))
+        self.driver.abort(again)
+        self.assertIs(P.CANCELLED, other.get_progress(migration).phase)
+
+    def test_unknown_reference_is_gone(self):
+        migration = self.start()
+        ref = dataclasses.replace(migration.ref('fake'), reference='nope')
+        err = self.assertRaises(exception.MigrationGone,
+                                self.driver.reattach, ref)
+        self.assertIn('no longer exists on the backend', str(err))
+        lost = dataclasses.replace(migration, reference='nope')
         self.assertRaises(exception.MigrationNotFound,
-                          self.driver.get_progress, migration)
+                          self.driver.get_progress, lost)
 
 
 @ddt.ddt
@@ -199,7 +224,7 @@ class ActionTest(FakeDriverTestCase):
         self.driver.abort(migration)
         self.assertIs(P.CANCELLED, self.phase_at(migration, 100))
         self.assertEqual(('source', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
         self.assertRaises(exception.OperationRefused,
                           self.driver.abort, migration)
 
@@ -217,7 +242,7 @@ class ActionTest(FakeDriverTestCase):
         self.clock.advance(3)
         self.driver.force_complete(migration, POSTCOPY)
         self.assertEqual(('destination', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
         progress = self.driver.get_progress(migration)
         self.assertIs(P.POSTCOPY, progress.phase)
         self.assertEqual(2048 * MIB, progress.data_remaining)
@@ -248,11 +273,11 @@ class ActionTest(FakeDriverTestCase):
         self.assertEqual(0, progress.memory_dirty_rate)
         self.assertEqual(2048 * MIB, progress.data_remaining)
         self.assertEqual(('source', 'paused'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
         self.assertIs(P.PAUSED, self.phase_at(migration, 1 + 2.047))
         self.assertIs(P.COMPLETED, self.phase_at(migration, 1 + 2.049))
         self.assertEqual(('destination', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
 
     @ddt.data('abort', 'force_complete_postcopy', 'force_complete_pause')
     def test_refused_once_ended(self, name):
@@ -263,7 +288,7 @@ class ActionTest(FakeDriverTestCase):
                                 migration, name)
         self.assertIn('already completed', str(exc))
         self.assertEqual(('destination', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
 
     def test_pause_twice_is_refused(self):
         migration = self.start()
@@ -279,10 +304,10 @@ class ActionTest(FakeDriverTestCase):
         self.assertIs(P.FAILED, progress.phase)
         self.assertEqual('link down', progress.message)
         self.assertEqual(('source', 'paused'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
         self.driver.resume_source(migration)
         self.assertEqual(('source', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
         self.assertRaises(exception.OperationRefused,
                           self.driver.resume_source, migration)
 
@@ -291,10 +316,10 @@ class ActionTest(FakeDriverTestCase):
         self.driver.force_complete(migration, PAUSE)
         self.driver.abort(migration)
         self.assertEqual(('source', 'paused'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
         self.driver.resume_source(migration)
         self.assertEqual(('source', 'running'),
-                         self.driver.guest_location(migration))
+                         self.where(migration))
 
     def test_resume_source_refused_while_running(self):
         migration = self.start()
@@ -311,7 +336,7 @@ class ActionTest(FakeDriverTestCase):
             self.driver.force_complete(migration, mode)
         self.driver.fail_migration(migration)
         self.assertIs(P.FAILED, self.driver.get_progress(migration).phase)
-        self.assertEqual(where, self.driver.guest_location(migration))
+        self.assertEqual(where, self.where(migration))
         self.assertRaises(exception.OperationRefused,
                           self.driver.fail_migration, migration)
 

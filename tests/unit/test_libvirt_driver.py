@@ -5,6 +5,8 @@ verdict); that the driver works is shown on real daemons in
 tests/functional/libvirt.
 """
 
+import threading
+
 from lmcaps import capabilities as caps
 from lmcaps import exception
 from lmcaps.drivers import base
@@ -66,10 +68,19 @@ class _DriverCase(test_base.ConfTestCase):
         self.driver._host_declaration = LibvirtDriver.declare()
 
     def migration(self, dom, flags=0, finished=False, error=None):
-        state = _State(dom, flags)
-        state.error = error
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def call():
+            if not finished:
+                release.wait(30)
+            if error is not None:
+                raise error
+
+        state = _State(dom, flags, base.BlockingCall(
+            call, self.driver._verdict).start())
         if finished:
-            state.finished.set()
+            state.call.thread.join(5)
         return base.Migration(spec=base.MigrationSpec('g', 'd'),
                               data_gib=2.0, backend=state)
 

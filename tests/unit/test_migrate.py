@@ -83,8 +83,8 @@ class RunTest(test_base.ConfTestCase):
 
         self.assertRaises(KeyboardInterrupt, self.run_one,
                           {'completion_timeout': 60}, on_progress=interrupt)
-        self.assertEqual(('source', 'running'),
-                         self.driver.guest_location(seen[0]))
+        self.assertEqual((fake.SOURCE, fake.RUNNING),
+                         self.driver.guest_location(seen[0]).pair)
         self.assertEqual(base.Phase.CANCELLED,
                          self.driver.get_progress(seen[0]).phase)
         self.assertIn(events.OUTCOME, self.names())

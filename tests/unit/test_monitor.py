@@ -69,7 +69,7 @@ class ScriptedDriver(base.LiveMigrationDriver):
                 level, notes=f'{op.value} is {level.value}')
             for op, level in self.support.items()})
 
-    def start_migration(self, spec):
+    def _start(self, spec):
         return base.Migration(spec=spec, data_gib=4.0, started_at=self.clock())
 
     def _call(self, migration, name):
@@ -92,12 +92,18 @@ class ScriptedDriver(base.LiveMigrationDriver):
     def count(self, name):
         return self.calls.count(name)
 
-    def get_progress(self, migration):
+    def _progress(self, migration):
         self._call(migration, 'get_progress')
         step = self.script.popleft() if self.script else self.phase
         if isinstance(step, Exception):
             raise step
         return base.Progress(phase=step)
+
+    def _locate(self, migration):
+        self._call(migration, 'locate')
+        host = (base.GuestHost.DESTINATION if self.phase in (
+            P.COMPLETED, P.POSTCOPY) else base.GuestHost.SOURCE)
+        return base.GuestLocation(host, base.RunState.RUNNING, 'scripted')
 
     def _abort(self, migration):
         self._call(migration, 'abort')
@@ -203,10 +209,12 @@ class DeadlineTest(MonitorTestCase):
         self.assertEqual(0, driver.count('abort') + driver.count('pause'))
         driver.phase = P.COMPLETED
         self.at(40)
-        self.assertEqual(monitor.Outcome(
+        expected = monitor.Outcome(
             phase=P.COMPLETED, action='postcopy', action_error=None,
             deadline=START + 10, fired_at=START + 10.5, resumed_source=False,
-            guest='destination (running)'), watch.wait(0))
+            location=base.GuestLocation(base.GuestHost.DESTINATION,
+                                        base.RunState.RUNNING, 'scripted'))
+        self.assertEqual(expected, watch.wait(0))
         self.assertEqual(events.SUCCESS,
                          self.events(events.OUTCOME)[0].result)
 
@@ -394,7 +402,9 @@ class ActionTest(MonitorTestCase):
         self.assertEqual(0, driver.count('resume_source'))
         outcome = watch.wait(0)
         self.assertFalse(outcome.resumed_source)
-        self.assertEqual('unknown (failed in post-copy)', outcome.guest)
+        # Where the guest is comes from the driver, never from the phase.
+        self.assertEqual('scripted', outcome.location.detail)
+        self.assertGreaterEqual(driver.count('locate'), 1)
 
 
 class LifecycleTest(MonitorTestCase):
@@ -425,8 +435,7 @@ class LifecycleTest(MonitorTestCase):
         self.assertEqual((events.OUTCOME, events.ERROR),
                          (ev.event, ev.result))
         self.assertIn('no longer enforced', ev.details)
-        self.assertIn('source (running, migration still running)',
-                      ev.details)
+        self.assertIn('guest: source (running): scripted', ev.details)
         self.assertRaises(exception.MonitorError, self.watch, driver,
                           self.policy())
 
@@ -451,7 +460,8 @@ class ThreadedTest(MonitorTestCase):
 
     def watch_fake(self, instance, postcopy=False, **request):
         migration = self.fake.start_migration(base.MigrationSpec(
-            instance, 'dst', postcopy=postcopy))
+            instance, 'dst',
+            prepare_for=base.PREPARE_POSTCOPY if postcopy else frozenset()))
         return self.monitor.watch(self.fake, migration,
                                   self.policy(**request),
                                   instance_uuid=instance, request_id='req')
@@ -469,8 +479,8 @@ class ThreadedTest(MonitorTestCase):
             self.assertLess(outcome.fired_at - outcome.deadline, 0.5)
             self.assertEqual(1, len(self.events(events.TIMEOUT_ACTION,
                                                 f'inst-{i}')))
-            self.assertEqual(('source', 'running'),
-                             self.fake.guest_location(watch.migration))
+            self.assertEqual((fake.SOURCE, fake.RUNNING),
+                             self.fake.guest_location(watch.migration).pair)
 
     def test_fake_postcopy_completes_on_destination(self):
         watch = self.watch_fake('inst-1', postcopy=True,
@@ -479,8 +489,8 @@ class ThreadedTest(MonitorTestCase):
         outcome = watch.wait(10)
         self.assertEqual((P.COMPLETED, 'postcopy'),
                          (outcome.phase, outcome.action))
-        self.assertEqual(('destination', 'running'),
-                         self.fake.guest_location(watch.migration))
+        self.assertEqual((fake.DESTINATION, fake.RUNNING),
+                         self.fake.guest_location(watch.migration).pair)
 
     def test_fake_pause_then_failure_resumes_once(self):
         watch = self.watch_fake('inst-1', completion_timeout=0.05,
@@ -495,8 +505,8 @@ class ThreadedTest(MonitorTestCase):
         self.assertEqual((P.FAILED, 'pause', True),
                          (outcome.phase, outcome.action,
                           outcome.resumed_source))
-        self.assertEqual(('source', 'running'),
-                         self.fake.guest_location(watch.migration))
+        self.assertEqual((fake.SOURCE, fake.RUNNING),
+                         self.fake.guest_location(watch.migration).pair)
 
     def test_one_driver_call_at_a_time_per_migration(self):
         driver = ScriptedDriver(self.conf, time.monotonic, delay=0.03)

@@ -77,14 +77,24 @@ class ResolveTest(test_base.ConfTestCase):
         got = policy.choose_mode(pol, _decl(postcopy, pause))
         self.assertEqual(expected, got.value if got else None)
 
-    def test_wants_postcopy_only_for_force_complete(self):
+    def test_prepared_for_postcopy_only_for_force_complete(self):
         self.cfg.config(permit_post_copy=True, group='lmcaps')
         decl = _decl()
-        self.assertFalse(policy.wants_postcopy(policy.resolve(self.conf, 2),
-                                               decl))
+        self.assertEqual(frozenset(), policy.resolve(
+            self.conf, 2, declaration=decl).prepare_for)
         pol = policy.resolve(self.conf, 2, [('request', {
-            'timeout_action': 'force_complete'})])
-        self.assertTrue(policy.wants_postcopy(pol, decl))
+            'timeout_action': 'force_complete'})], declaration=decl)
+        self.assertIs(caps.ForceCompleteMode.POSTCOPY, pol.mode)
+        self.assertEqual(frozenset({caps.Operation.FORCE_COMPLETE_POSTCOPY}),
+                         pol.prepare_for)
+
+    def test_mode_chosen_once_with_the_declaration(self):
+        pol = policy.resolve(self.conf, 2, [('request', {
+            'timeout_action': 'force_complete'})],
+            declaration=_decl(postcopy=caps.Support.MISSING))
+        self.assertIs(caps.ForceCompleteMode.PAUSE, pol.mode)
+        self.assertIs(policy.ModeChoice.AUTO, pol.force_complete_mode)
+        self.assertEqual('pause', pol.as_dict()['mode'])
 
     @ddt.unpack
     @ddt.data((10.0, 10.0, False), (10.0001, 10.0, True), (9.9, 10.0, False),

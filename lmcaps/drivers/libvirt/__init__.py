@@ -68,17 +68,30 @@ def _fmt(version: tuple[int, int, int]) -> str:
 
 
 class _State:
-    """Driver-private state of one migration (``Migration.backend``)."""
+    """Driver-private state of one migration (``Migration.backend``).
 
-    def __init__(self, domain: Any, flags: int) -> None:
+    :param call: the blocking migrateToURI3 call; None after a re-attach
+        (the migrate call belonged to another process).
+    """
+
+    def __init__(self, domain: Any, flags: int,
+                 call: base.BlockingCall | None = None) -> None:
         self.domain = domain
         self.flags = flags
-        self.thread: threading.Thread | None = None
-        self.error: Any = None          # libvirtError from migrateToURI3
-        self.finished = threading.Event()
+        self.call = call
         self.paused_by_us = False
         self.cancel_tuning = threading.Event()
         self.last_phase = base.Phase.PREPARING
+        self.ended: base.Progress | None = None   # seen without a call
+
+    @property
+    def finished(self) -> threading.Event:
+        if self.call is not None:
+            return self.call.finished
+        done = threading.Event()
+        if self.ended is not None:
+            done.set()
+        return done
 
 
 class LibvirtDriver(base.LiveMigrationDriver):
@@ -91,6 +104,7 @@ class LibvirtDriver(base.LiveMigrationDriver):
         self._libvirt: Any = None
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._dest_conns: dict[str, Any] = {}
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -140,6 +154,13 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 reason=f'cannot connect to {uri}: {exc}') from exc
 
     def close(self) -> None:
+        with self._lock:
+            dests, self._dest_conns = list(self._dest_conns.values()), {}
+        for conn in dests:
+            try:
+                conn.close()
+            except Exception:
+                pass
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -196,14 +217,13 @@ class LibvirtDriver(base.LiveMigrationDriver):
     def guest_data_gib(self, spec: base.MigrationSpec) -> float:
         return self._domain(spec)[1]
 
-    def start_migration(self, spec: base.MigrationSpec) -> base.Migration:
+    def _start(self, spec: base.MigrationSpec) -> base.Migration:
         dom, size = self._domain(spec)
         lv = self._libvirt
         opts = self.options
         flags = (lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PEER2PEER |
                  lv.VIR_MIGRATE_PERSIST_DEST | lv.VIR_MIGRATE_UNDEFINE_SOURCE)
         if spec.postcopy:
-            self.require(caps.Operation.FORCE_COMPLETE_POSTCOPY)
             flags |= lv.VIR_MIGRATE_POSTCOPY
         elif opts.live_migration_permit_auto_converge:
             flags |= lv.VIR_MIGRATE_AUTO_CONVERGE
@@ -218,8 +238,6 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 opts.live_migration_postcopy_bandwidth)
         if spec.options.get('migrate_uri'):
             params[lv.VIR_MIGRATE_PARAM_URI] = spec.options['migrate_uri']
-        migration = base.Migration(spec=spec, data_gib=size,
-                                   backend=_State(dom, flags))
         # Its own connection: see the module docstring.
         mconn = self._open()
         try:
@@ -229,15 +247,36 @@ class LibvirtDriver(base.LiveMigrationDriver):
             raise exception.DriverError(
                 driver=self.name,
                 reason=f'domain {spec.instance}: {exc}') from exc
-        state = migration.backend
-        state.thread = threading.Thread(
-            target=self._run, args=(mconn, mdom, spec.destination, params,
-                                    flags, state),
-            name=f'lmcaps-migrate-{spec.instance}', daemon=True)
-        state.thread.start()
+        state = _State(dom, flags)
+        dest = self._dest_uri(spec)
+
+        def close() -> None:
+            state.cancel_tuning.set()
+            try:
+                mconn.close()
+            except Exception:
+                pass
+
+        state.call = base.BlockingCall(
+            lambda: mdom.migrateToURI3(dest, params, flags), self._verdict,
+            name=f'lmcaps-migrate-{spec.instance}', on_end=close)
+        migration = base.Migration(spec=spec, data_gib=size,
+                                   reference=dom.UUIDString(), backend=state)
+        state.call.start()
         threading.Thread(target=self._tune, args=(migration,), daemon=True,
                          name=f'lmcaps-downtime-{spec.instance}').start()
         return migration
+
+    @staticmethod
+    def _dest_uri(spec: base.MigrationSpec) -> str:
+        """The peer-to-peer destination URI (``Destination.address``)."""
+        return spec.destination.address or spec.destination.host
+
+    def _verdict(self, exc: BaseException) -> base.Phase:
+        """How a migrateToURI3 error ended the migration."""
+        code = getattr(exc, 'get_error_code', lambda: None)()
+        return (base.Phase.CANCELLED if code == ERR_OPERATION_ABORTED
+                else base.Phase.FAILED)
 
     def _disk_sizes(self, dom: Any) -> tuple[int, ...]:
         root = ET.fromstring(dom.XMLDesc(0))
@@ -245,22 +284,6 @@ class LibvirtDriver(base.LiveMigrationDriver):
         for disk in root.findall("./devices/disk[@device='disk']/target"):
             sizes.append(dom.blockInfo(disk.get('dev'))[0])
         return tuple(sizes)
-
-    def _run(self, mconn: Any, mdom: Any, dest: str, params: dict,
-             flags: int, state: _State) -> None:
-        try:
-            mdom.migrateToURI3(dest, params, flags)
-        except self._libvirt.libvirtError as exc:
-            state.error = exc
-        except Exception as exc:  # never lose the outcome of the thread
-            state.error = exc
-        finally:
-            state.finished.set()
-            state.cancel_tuning.set()
-            try:
-                mconn.close()
-            except Exception:
-                pass
 
     def _tune(self, migration: base.Migration) -> None:
         """Apply the downtime steps until the migration ends."""
@@ -280,6 +303,82 @@ class LibvirtDriver(base.LiveMigrationDriver):
             except self._libvirt.libvirtError as exc:
                 LOG.debug('downtime %d ms not set: %s', value, exc)
 
+    # -- where the guest is ------------------------------------------------
+
+    def _locate(self, migration: base.Migration) -> base.GuestLocation:
+        """Ask both daemons for the domain's state (virDomainGetState).
+
+        During pre-copy the destination holds a paused incoming domain;
+        after a switch to post-copy the source is paused (reason post-copy)
+        and the destination runs; after a post-copy failure the source is
+        paused with reason post-copy failed.  Which side *has* the guest is
+        read from those states, never from the migration's phase.
+        """
+        self.connect()
+        key = migration.reference or migration.spec.instance
+        src, src_err = self._state_on(self._conn, key)
+        dst_conn, dst_err = self._dest_conn(migration.spec)
+        dst, dst_err2 = ((None, dst_err) if dst_conn is None else
+                         self._state_on(dst_conn, key))
+        return jobstats.location_of(src, dst, src_err, dst_err or dst_err2)
+
+    def _state_on(self, conn: Any, key: str
+                  ) -> tuple[tuple[int, int] | None, str]:
+        """(state, reason) of the domain on ``conn``; None if it has none."""
+        try:
+            dom = self._lookup(conn, key)
+            st = dom.state()
+            return (st[0], st[1]), ''
+        except self._libvirt.libvirtError as exc:
+            if exc.get_error_code() == ERR_NO_DOMAIN:
+                return None, ''
+            return None, str(exc)
+
+    def _dest_conn(self, spec: base.MigrationSpec) -> tuple[Any, str]:
+        uri = self._dest_uri(spec)
+        with self._lock:
+            conn = self._dest_conns.get(uri)
+            if conn is not None:
+                try:
+                    if conn.isAlive():
+                        return conn, ''
+                except self._libvirt.libvirtError:
+                    pass
+                self._dest_conns.pop(uri, None)
+        try:
+            conn = self._libvirt.open(uri)
+        except self._libvirt.libvirtError as exc:
+            return None, f'destination unreachable: {exc}'
+        with self._lock:
+            self._dest_conns[uri] = conn
+        return conn, ''
+
+    def _reattach(self, ref: base.MigrationRef) -> base.Migration:
+        """Find the domain by UUID on the source and follow its job.
+
+        The migrate call belonged to the process that started it; the
+        end is read from the job stats and the domain's state.
+        """
+        self.connect()
+        try:
+            dom = self._conn.lookupByUUIDString(ref.reference)
+            stats = dom.jobStats()
+        except self._libvirt.libvirtError as exc:
+            if exc.get_error_code() == ERR_NO_DOMAIN:
+                raise exception.MigrationGone(
+                    driver=self.name, reference=ref.reference,
+                    detail='no such domain on the source') from exc
+            raise exception.DriverError(
+                driver=self.name, reason=f'reattach: {exc}') from exc
+        if stats.get('type', jobstats.JOB_NONE) == jobstats.JOB_NONE:
+            raise exception.MigrationGone(
+                driver=self.name, reference=ref.reference,
+                detail='the domain has no migration job')
+        flags = self._libvirt.VIR_MIGRATE_POSTCOPY if ref.spec.postcopy else 0
+        return base.Migration(spec=ref.spec, data_gib=ref.data_gib,
+                              reference=ref.reference,
+                              backend=_State(dom, flags))
+
     def _domain_state(self, state: _State) -> tuple[int, int] | None:
         try:
             st = state.domain.state()
@@ -287,18 +386,20 @@ class LibvirtDriver(base.LiveMigrationDriver):
         except self._libvirt.libvirtError:
             return None
 
-    def get_progress(self, migration: base.Migration) -> base.Progress:
+    def _progress(self, migration: base.Migration) -> base.Progress:
         state: _State = migration.backend
-        if state.finished.is_set():
-            return self._final(state)
+        final = self._final(state)
+        if final is not None:
+            return final
         try:
             stats = state.domain.jobStats()
         except self._libvirt.libvirtError as exc:
-            if state.finished.wait(1.0):
-                return self._final(state)
+            final = self._final(state, wait=1.0)
+            if final is not None:
+                return final
             if exc.get_error_code() in (ERR_NO_DOMAIN, ERR_OPERATION_INVALID):
                 # nova counts these as completed: the domain left the source
-                return base.Progress(base.Phase.COMPLETED, message=str(exc))
+                return self._ended(state, base.Phase.COMPLETED, str(exc))
             raise exception.DriverError(driver=self.name,
                                         reason=f'jobStats: {exc}') from exc
         progress = jobstats.progress_of(stats, self._domain_state(state),
@@ -307,25 +408,32 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 progress.phase is base.Phase.PREPARING and
                 state.last_phase is not base.Phase.PREPARING):
             # Job gone (or done) before the thread noticed: its result wins.
-            if state.finished.wait(2.0):
-                return self._final(state)
+            final = self._final(state, wait=2.0)
+            if final is not None:
+                return final
+            if state.call is None and progress.phase.terminal:
+                return self._ended(state, progress.phase, progress.message)
         state.last_phase = progress.phase
         return progress
 
-    def _final(self, state: _State) -> base.Progress:
-        err = state.error
-        if err is None:
-            return base.Progress(base.Phase.COMPLETED)
-        code = getattr(err, 'get_error_code', lambda: None)()
-        phase = (base.Phase.CANCELLED if code == ERR_OPERATION_ABORTED
-                 else base.Phase.FAILED)
-        return base.Progress(phase, message=str(err))
+    def _final(self, state: _State, wait: float = 0.0) -> base.Progress | None:
+        """The verdict of the migrate call, once it returned (or raised)."""
+        if state.call is None:
+            return state.ended
+        return state.call.progress() if state.call.verdict(wait) else None
+
+    @staticmethod
+    def _ended(state: _State, phase: base.Phase,
+               message: str) -> base.Progress:
+        state.ended = base.Progress(phase, message=message)
+        return state.ended
 
     def wait(self, migration: base.Migration, timeout: float | None = None,
              interval: float = 0.2) -> base.Progress:
-        if migration.backend.finished.wait(timeout):
-            return self._final(migration.backend)
-        return self.get_progress(migration)
+        state: _State = migration.backend
+        if state.call is not None and state.call.verdict(timeout or 0.0):
+            return self.get_progress(migration)
+        return super().wait(migration, timeout, interval)
 
     def _wait_sending(self, migration: base.Migration) -> None:
         """Wait until QEMU sends data: control calls before act late or not."""
@@ -343,12 +451,12 @@ class LibvirtDriver(base.LiveMigrationDriver):
                  call: Any) -> None:
         state: _State = migration.backend
         self._wait_sending(migration)
-        if state.finished.is_set():
+        final = self._final(state)
+        if final is not None:
             raise exception.OperationRefused(
                 driver=self.name, operation=operation.value,
                 migration=migration.id,
-                reason=f'the migration already ended '
-                       f'({self._final(state).phase.value})')
+                reason=f'the migration already ended ({final.phase.value})')
         try:
             call()
         except self._libvirt.libvirtError as exc:

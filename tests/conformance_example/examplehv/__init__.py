@@ -38,7 +38,7 @@ class Job:
     destination: str
     bandwidth_mib: float
     started: float
-    state: str = 'running'    # running | completed | cancelled
+    state: str = 'running'    # running | completed | cancelled | failed
 
     def refresh(self, now: float) -> None:
         """Complete the job once the copy caught up with the dirty pages."""
@@ -78,6 +78,17 @@ class Cloud:
         with _LOCK:
             _CLOUDS.pop(self.name, None)
 
+    def fail_job(self, job_id: int) -> None:
+        """The migration job fails (the guest stays where it is)."""
+        with self.lock:
+            self.jobs[job_id].state = 'failed'
+
+    def pause_guest(self, name: str) -> None:
+        """The guest's owner pauses it (it stops dirtying memory)."""
+        with self.lock:
+            guest = self.guests[name]
+            guest.state, guest.dirty_mib = 'paused', 0.0
+
 
 class Client:
     """A connection to one cloud: what a driver calls."""
@@ -106,6 +117,17 @@ class Client:
             return {'state': job.state, 'total_mib': job.guest.ram_mib,
                     'copied_mib': job.copied_mib(now),
                     'dirty_mib': job.guest.dirty_mib}
+
+    def guest_info(self, guest: str) -> dict:
+        """Where a guest is (its host) and its state (running | paused)."""
+        cloud = self._cloud
+        with cloud.lock:
+            for job in cloud.jobs.values():
+                job.refresh(time.monotonic())
+            if guest not in cloud.guests:
+                raise Error(f'no guest {guest}')
+            vm = cloud.guests[guest]
+            return {'host': vm.host, 'state': vm.state}
 
     def cancel(self, job_id: int) -> None:
         cloud = self._cloud

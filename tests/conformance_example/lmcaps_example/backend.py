@@ -12,7 +12,8 @@ import examplehv
 from lmcaps import conformance
 from lmcaps.drivers import base
 
-_WHERE = {'src': conformance.SOURCE, 'dst': conformance.DESTINATION}
+_WHERE = {'src': base.GuestHost.SOURCE, 'dst': base.GuestHost.DESTINATION}
+_STATES = {'running': base.RunState.RUNNING, 'paused': base.RunState.PAUSED}
 
 
 class SimBackend(conformance.Backend):
@@ -23,6 +24,8 @@ class SimBackend(conformance.Backend):
     poll_interval = 0.02
     stuck_check = 0.1
     client_modules = ('examplehv',)
+    faults = frozenset({conformance.Fault.MIGRATION_FAILS,
+                        conformance.Fault.OWNER_PAUSES})
 
     ram_mib = 256.0
     bandwidth_mib = 1000.0
@@ -39,19 +42,32 @@ class SimBackend(conformance.Backend):
 
     def start(self, driver: base.LiveMigrationDriver,
               scenario: conformance.Scenario, *,
-              postcopy: bool = False) -> base.Migration:
+              prepare_for: frozenset = frozenset(),
+              fault: conformance.Fault | None = None) -> base.Migration:
         """A busy guest (dirtying at twice the link) for STUCK, else idle."""
         name = f'guest-{next(self._names)}'
         dirty = (2 * self.bandwidth_mib
                  if scenario is conformance.Scenario.STUCK else 0.0)
         self.cloud.create_guest(name, 'src', self.ram_mib, dirty)
         return driver.start_migration(base.MigrationSpec(
-            instance=name, destination='dst', postcopy=postcopy))
+            instance=name, destination=base.Destination('dst'),
+            prepare_for=prepare_for))
 
-    def locate(self, migration: base.Migration) -> tuple[str | None, str]:
+    def locate(self, migration: base.Migration) -> base.GuestLocation:
         """Ask the cloud itself, not the driver."""
         with self.cloud.lock:
             for job in self.cloud.jobs.values():
                 job.refresh(time.monotonic())
             guest = self.cloud.guests[migration.spec.instance]
-            return _WHERE.get(guest.host), guest.state
+            return base.GuestLocation(
+                _WHERE.get(guest.host, base.GuestHost.UNKNOWN),
+                _STATES.get(guest.state, base.RunState.UNKNOWN))
+
+    def trigger(self, migration: base.Migration,
+                fault: conformance.Fault) -> None:
+        if fault is conformance.Fault.MIGRATION_FAILS:
+            self.cloud.fail_job(migration.backend)
+        elif fault is conformance.Fault.OWNER_PAUSES:
+            self.cloud.pause_guest(migration.spec.instance)
+        else:
+            super().trigger(migration, fault)

@@ -13,7 +13,8 @@ from lmcaps.drivers import base
 MIB = 1024 ** 2
 
 _PHASES = {'running': base.Phase.PRECOPY, 'completed': base.Phase.COMPLETED,
-           'cancelled': base.Phase.CANCELLED}
+           'cancelled': base.Phase.CANCELLED, 'failed': base.Phase.FAILED}
+_STATES = {'running': base.RunState.RUNNING, 'paused': base.RunState.PAUSED}
 
 _OPTS = [
     cfg.StrOpt('uri', default='sim://default',
@@ -40,11 +41,11 @@ class _SimBase(base.LiveMigrationDriver):
     def close(self) -> None:
         self._client = None
 
-    def start_migration(self, spec: base.MigrationSpec) -> base.Migration:
+    def _start(self, spec: base.MigrationSpec) -> base.Migration:
         import examplehv
         self.connect()
         try:
-            job = self._client.migrate(spec.instance, spec.destination,
+            job = self._client.migrate(spec.instance, spec.destination.host,
                                        spec.bandwidth_mib)
             info = self._client.job_info(job)
         except examplehv.Error as exc:
@@ -52,16 +53,25 @@ class _SimBase(base.LiveMigrationDriver):
         return base.Migration(spec=spec,
                               data_gib=base.data_gib(int(info['total_mib']
                                                          * MIB)),
-                              backend=job)
+                              reference=str(job), backend=job)
 
-    def get_progress(self, migration: base.Migration) -> base.Progress:
+    def _progress(self, migration: base.Migration) -> base.Progress:
         info = self._client.job_info(migration.backend)
         total = int(info['total_mib'] * MIB)
         copied = min(total, int(info['copied_mib'] * MIB))
         return base.Progress(phase=_PHASES[info['state']], data_total=total,
-                             data_processed=copied,
+                             raw_state=info['state'], data_processed=copied,
                              data_remaining=total - copied,
                              memory_dirty_rate=int(info['dirty_mib'] * MIB))
+
+    def _locate(self, migration: base.Migration) -> base.GuestLocation:
+        """Ask the cloud which host has the guest and in which state."""
+        info = self._client.guest_info(migration.spec.instance)
+        host = (base.GuestHost.SOURCE if info['host'] == 'src' else
+                base.GuestHost.DESTINATION if info['host'] ==
+                migration.spec.destination.host else base.GuestHost.UNKNOWN)
+        return base.GuestLocation(host, _STATES.get(info['state'],
+                                                    base.RunState.UNKNOWN))
 
 
 class SimDriver(_SimBase):
@@ -107,3 +117,26 @@ class LiarDriver(_SimBase):
 
     def abort(self, migration: base.Migration) -> None:
         raise NotImplementedError()
+
+
+class MisreportDriver(SimDriver):
+    """Honest about what it can do, but infers where the guest is.
+
+    It derives the location from the phase (completed: destination,
+    running; anything else: source, running) instead of asking the cloud:
+    the kit catches it when the guest's owner paused it.
+    """
+
+    name = 'example_misreport'
+
+    @classmethod
+    def declare(cls) -> caps.Declaration:
+        decl = SimDriver.declare()
+        return caps.Declaration(driver=cls.name, title='Example (misreport)',
+                                capabilities=decl.capabilities)
+
+    def _locate(self, migration: base.Migration) -> base.GuestLocation:
+        phase = self._progress(migration).phase
+        host = (base.GuestHost.DESTINATION if phase is base.Phase.COMPLETED
+                else base.GuestHost.SOURCE)
+        return base.GuestLocation(host, base.RunState.RUNNING)

@@ -25,6 +25,12 @@ class LibvirtBackend(backend.Backend):
     settle_timeout = 60.0
     poll_interval = 0.1
     stuck_check = 1.0
+    #: What a real pair can be made to do: the destination QEMU killed
+    #: (before or after the switch to post-copy), the guest paused by its
+    #: owner through the source daemon.
+    faults = frozenset({backend.Fault.MIGRATION_FAILS,
+                        backend.Fault.DESTINATION_DIES_IN_POSTCOPY,
+                        backend.Fault.OWNER_PAUSES})
 
     def _setUp(self) -> None:
         ok, reason = env.available()
@@ -48,26 +54,48 @@ class LibvirtBackend(backend.Backend):
 
     def start(self, driver: base.LiveMigrationDriver,
               scenario: backend.Scenario, *,
-              postcopy: bool = False) -> base.Migration:
+              prepare_for: frozenset = frozenset(),
+              fault: backend.Fault | None = None) -> base.Migration:
         name = f'conf-{os.getpid()}-{next(_COUNTER)}'
         stuck = scenario is backend.Scenario.STUCK
         self.pair.define_guest(name, dirty_mib=4 if stuck else 1)
         self.names.append(name)
         spec = pair_mod.spec(self.pair, name,
                              pair_mod.STUCK_BANDWIDTH if stuck else None)
-        return driver.start_migration(dataclasses.replace(spec,
-                                                          postcopy=postcopy))
+        return driver.start_migration(dataclasses.replace(
+            spec, prepare_for=prepare_for))
 
-    def locate(self, migration: base.Migration) -> backend.Location:
+    def locate(self, migration: base.Migration) -> base.GuestLocation:
+        """The pair's own reading of both daemons (not the driver's)."""
         import libvirt
         name = migration.spec.instance
         side = self.pair.where(name)
         if side is None:
-            return (None, 'absent')
+            return base.GuestLocation(base.GuestHost.NOWHERE,
+                                      base.RunState.UNKNOWN)
         state = self.pair.states(name)[side]
-        where = backend.SOURCE if side == 'src' else backend.DESTINATION
-        if state and state[0] == libvirt.VIR_DOMAIN_RUNNING:
-            return (where, backend.RUNNING)
-        if state and state[0] == libvirt.VIR_DOMAIN_PAUSED:
-            return (where, backend.PAUSED)
-        return (where, f'state {state}')
+        where = (base.GuestHost.SOURCE if side == 'src'
+                 else base.GuestHost.DESTINATION)
+        run = {libvirt.VIR_DOMAIN_RUNNING: base.RunState.RUNNING,
+               libvirt.VIR_DOMAIN_PAUSED: base.RunState.PAUSED,
+               libvirt.VIR_DOMAIN_SHUTOFF: base.RunState.SHUT_OFF,
+               libvirt.VIR_DOMAIN_CRASHED: base.RunState.CRASHED}
+        return base.GuestLocation(
+            where, run.get(state[0] if state else -1, base.RunState.UNKNOWN),
+            f'state {state}')
+
+    def trigger(self, migration: base.Migration,
+                fault: backend.Fault) -> None:
+        """Kill the destination QEMU, or pause the guest, through libvirt."""
+        name = migration.spec.instance
+        if fault in (backend.Fault.MIGRATION_FAILS,
+                     backend.Fault.DESTINATION_DIES_IN_POSTCOPY):
+            dom = self.pair._lookup('dst', name)
+            if dom is None:
+                raise RuntimeError(f'no incoming domain {name} on the '
+                                   f'destination')
+            dom.destroy()       # the destination's QEMU dies
+        elif fault is backend.Fault.OWNER_PAUSES:
+            self.pair.conn('src').lookupByName(name).suspend()
+        else:
+            super().trigger(migration, fault)

@@ -67,9 +67,11 @@ hostname "$2"
 exec "$3"
 """
 # QEMU as root without the distro's security setup; ports/address per daemon.
-_QEMU_CONF = ('user = "root"\ngroup = "root"\nsecurity_driver = "none"\nnamespaces = [ ]\n'
+_QEMU_CONF = ('user = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+              'namespaces = [ ]\n'
               'cgroup_controllers = [ ]\ndynamic_ownership = 0\nremember_owner = 0\n'
-              'stdio_handler = "file"\nmigration_port_min = {lo}\nmigration_port_max = {hi}\n'
+              'stdio_handler = "file"\nmigration_port_min = {lo}\n'
+              'migration_port_max = {hi}\n'
               'migration_address = "{addr}"\n')
 _GUEST_XML = """<domain type='{type}'><name>{name}</name><vcpu>1</vcpu>
   <memory unit='MiB'>{ram}</memory>
@@ -108,12 +110,13 @@ def available() -> tuple[bool, str]:
     except ImportError as exc:
         return False, "libvirt python module: %s" % exc
     with tempfile.TemporaryDirectory(prefix=PREFIX + "probe-") as t:
-        probe = "cd %s && mkdir l u w m && mount -t overlay o -o lowerdir=l,upperdir=u," \
-                "workdir=w m" % t
-        res = subprocess.run(["unshare", "-m", "-u", "--propagation", "private", "sh", "-c",
-                              probe], capture_output=True, text=True)
+        probe = ("cd %s && mkdir l u w m && mount -t overlay o "
+                 "-o lowerdir=l,upperdir=u,workdir=w m" % t)
+        res = subprocess.run(["unshare", "-m", "-u", "--propagation", "private",
+                              "sh", "-c", probe], capture_output=True, text=True)
     if res.returncode:
-        return False, "unshare + overlay mount failed (CAP_SYS_ADMIN?): " + res.stderr.strip()
+        return False, ("unshare + overlay mount failed (CAP_SYS_ADMIN?): " +
+                       res.stderr.strip())
     return True, ""
 
 
@@ -230,7 +233,8 @@ class LibvirtPair:
 
     def uri(self, side: str) -> str:
         """Return the client URI of one daemon ('src' or 'dst')."""
-        return "qemu+unix:///system?socket=%s" % (self._side(side) / "run/libvirt/libvirt-sock")
+        sock = self._side(side) / "run/libvirt/libvirt-sock"
+        return "qemu+unix:///system?socket=%s" % sock
 
     @property
     def src_uri(self) -> str:
@@ -284,7 +288,8 @@ class LibvirtPair:
                 atexit.register(self.stop)
             self._pids.clear()
             self._ns.clear()
-            self.base = self._dir = Path(tempfile.mkdtemp(prefix=PREFIX + "pair-", dir="/tmp"))
+            self.base = self._dir = Path(
+                tempfile.mkdtemp(prefix=PREFIX + "pair-", dir="/tmp"))
             try:
                 (self.base / "owner.pid").write_text(str(os.getpid()))
                 for side in SIDES:
@@ -303,7 +308,8 @@ class LibvirtPair:
         for sub in ("etc.upper/libvirt", "etc.work", "var.upper", "var.work", "run"):
             (d / sub).mkdir(parents=True)
         etc = d / "etc.upper"
-        filters = "1:qemu 1:libvirt 4:object 4:json 4:event 1:util" if self.debug_log else "3:*"
+        filters = ("1:qemu 1:libvirt 4:object 4:json 4:event 1:util"
+                   if self.debug_log else "3:*")
         # Own host_uuid: libvirt refuses to migrate between equal host UUIDs.
         (etc / "libvirt/libvirtd.conf").write_text(
             'host_uuid = "%s"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n'
@@ -320,14 +326,16 @@ class LibvirtPair:
             if "\nlibvirt-qemu:" not in "\n" + text:
                 text += "\n" + line
             (etc / name).write_text(text + "\n")
-        (etc / "hosts").write_text(Path("/etc/hosts").read_text().rstrip("\n") + "\n" + "".join(
+        hosts = Path("/etc/hosts").read_text().rstrip("\n") + "\n"
+        (etc / "hosts").write_text(hosts + "".join(
             "%s lmcaps-%s\n" % (self.addr[s], s) for s in SIDES))
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C"}
         with open(d / "stdio.log", "wb") as log:
             self._procs[side] = subprocess.Popen(
                 [sys.executable, "-I", "-c", _REAPER, str(d / "daemon.pid"),
                  "unshare", "-m", "-u", "--propagation", "private", "sh", "-c",
-                 _NS_SCRIPT, "sh", str(d), "lmcaps-" + side, _which("libvirtd") or "libvirtd"],
+                 _NS_SCRIPT, "sh", str(d), "lmcaps-" + side,
+                 _which("libvirtd") or "libvirtd"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 start_new_session=True)
 
@@ -407,8 +415,9 @@ class LibvirtPair:
             found.append("directory %s" % self._dir)
         for pid in ("self", "1"):  # our mount namespace and init's
             with contextlib.suppress(OSError):
-                found += ["mount " + m for m in Path("/proc/%s/mountinfo" % pid).read_text()
-                          .splitlines() if str(self._dir) in m]
+                info = Path("/proc/%s/mountinfo" % pid).read_text()
+                found += ["mount " + m for m in info.splitlines()
+                          if str(self._dir) in m]
         return found
 
     def open(self, side: str) -> Any:
@@ -467,7 +476,8 @@ class LibvirtPair:
         import libvirt
         out: dict[str, Optional[tuple[int, int]]] = dict.fromkeys(SIDES)
         for side in SIDES:
-            with contextlib.suppress(libvirt.libvirtError, AttributeError):  # absent/gone
+            # absent, or gone meanwhile
+            with contextlib.suppress(libvirt.libvirtError, AttributeError):
                 out[side] = tuple(self._lookup(side, name).state())  # type: ignore
         return out
 

@@ -65,5 +65,6 @@ def make_conf(pair: env.LibvirtPair, state_path: str,
 def spec(pair: env.LibvirtPair, name: str,
          bandwidth: int | None = STUCK_BANDWIDTH) -> base.MigrationSpec:
     return base.MigrationSpec(
-        instance=name, destination=pair.dst_uri, bandwidth_mib=bandwidth,
+        instance=name, destination=base.Destination('dst', pair.dst_uri),
+        bandwidth_mib=bandwidth,
         options={'migrate_uri': pair.dst_migrate_uri})

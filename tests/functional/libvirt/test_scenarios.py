@@ -128,6 +128,37 @@ class TimeoutActionTest(_Base):
         self.assertEqual(1, len(self.events_named(name,
                                                   events.TIMEOUT_ACTION)))
 
+    def test_destination_dies_in_post_copy_reported_as_observed(self):
+        """After our switch to post-copy the destination QEMU dies: the
+        guest is paused on the source with post-copy failed, and the
+        outcome says so (asked of libvirt, not inferred from the phase)."""
+        self.setup_driver(permit_post_copy=True)
+        name = self.guest()
+        killed = []
+
+        def kill_destination(_migration, progress, _left):
+            self.phases.append(progress.phase)
+            if progress.phase is base.Phase.POSTCOPY and not killed:
+                self.pair.conn('dst').lookupByName(name).destroy()
+                killed.append(time.monotonic())
+
+        self.phases = []
+        summary = migrate.run(
+            self.conf, self.driver, pair_mod.spec(self.pair, name),
+            {'completion_timeout': 3, 'timeout_action': 'force_complete',
+             'force_complete_mode': 'postcopy'}, self.store,
+            on_progress=kill_destination, progress_interval=0.1)
+        self.assertTrue(killed, f'post-copy never seen: {self.phases}')
+        self.assertEqual(('failed', 'postcopy'),
+                         (summary.outcome, summary.action))
+        src = self.pair.states(name)['src']
+        self.assertEqual(PAUSED, src[0], 'libvirt: source not paused')
+        self.assertTrue(summary.guest_on.startswith('source (paused)'),
+                        summary.guest_on)
+        self.assertIn('post-copy failed', summary.guest_on)
+        [outcome] = self.events_named(name, events.OUTCOME)
+        self.assertIn('guest: source (paused)', outcome.details)
+
     def test_post_copy_refused_before_the_migration_starts(self):
         self.setup_driver(permit_post_copy=False)
         name = self.guest()
@@ -190,7 +221,7 @@ class SourceDaemonKilledTest(_Base):
         self.assertIn('failed', rec.details)
         # the process and the monitor survive: another migration is served
         fdrv = fake.FakeDriver(self.conf)
-        fmig = fdrv.start_migration(base.MigrationSpec('other', 'dest'))
+        fmig = fdrv.start_migration(base.MigrationSpec('other', 'dest'))  # noqa
         fpol = policy.resolve(self.conf, 2, [('request', {
             'completion_timeout': 0})])
         fwatch = mon.watch(fdrv, fmig, fpol, instance_uuid='other',
@@ -255,7 +286,8 @@ class PostCopyRefusalTest(_Base):
         self.setup_driver(permit_post_copy=True)
         name = self.guest()
         migration = self.driver.start_migration(dataclasses.replace(
-            pair_mod.spec(self.pair, name), postcopy=True))
+            pair_mod.spec(self.pair, name),
+            prepare_for=base.PREPARE_POSTCOPY))
         self.driver.force_complete(migration,
                                    caps.ForceCompleteMode.POSTCOPY)
         deadline = time.monotonic() + 30
