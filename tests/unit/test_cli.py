@@ -311,7 +311,7 @@ class BadInputTest(CLITestCase):
 
     def test_unexpected_error_one_line_and_traceback_with_debug(self) -> None:
         self.useFixture(fixtures.MockPatch(
-            'lmcaps.report.declarations', side_effect=RuntimeError('bug')))
+            'lmcaps.report.survey', side_effect=RuntimeError('bug')))
         code, _, err = self.lmcaps('report')
         self.assertOneLineError(code, err, 1, 'RuntimeError: bug')
         self.assertIn('--debug', err)
