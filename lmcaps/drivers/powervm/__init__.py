@@ -356,9 +356,13 @@ class PowerVMDriver(base.LiveMigrationDriver):
                       exc_info=True)
 
     def _locate(self, migration: base.Migration) -> base.GuestLocation:
-        lpar = self._lpar(self._state(migration).lpar_uuid)
-        return states.locate(lpar, self.options.host,
-                             migration.extra.get('source_system'),
+        if isinstance(migration.backend, _State):
+            lpar = self._lpar(migration.backend.lpar_uuid)
+            source = migration.extra.get('source_system')
+        else:   # not started (a refused start): where it is, is the source
+            lpar = self._lpar(migration.spec.instance)
+            source = None if lpar is None else lpar.assoc_sys_uuid
+        return states.locate(lpar, self.options.host, source,
                              migration.spec.destination.host,
                              self._system_name)
 

@@ -7,39 +7,25 @@ simulator's own model, never from the driver under test.
 
 from __future__ import annotations
 
+import threading
 import time
 
-from lmcaps import checks
 from lmcaps import drivers
 from lmcaps import events
 from lmcaps import exception
 from lmcaps import migrate
-from lmcaps import monitor as lmcaps_monitor
-from lmcaps import request as lmcaps_request
 from lmcaps.drivers import base
 from tests.functional.powervm import base as pvm_base
 
 SOURCE_RUNNING = ('source', 'running', 'Not_Migrating')
 
 
-class TimeoutTest(pvm_base.DriverTestCase):
+class ScenarioTest(pvm_base.DriverTestCase):
+    """``lmcaps.migrate.run``: pre-checks, the TimeoutMonitor, events."""
 
-    def watch(self, lpar: str, body: dict):
-        """Pre-check, start and watch one migration under the real monitor."""
-        self.driver.connect()
-        values = lmcaps_request.validate(body)
-        spec = self.spec(lpar)
-        pol, _report = migrate.precheck(
-            self.conf, checks.PreCheckRunner(self.conf),
-            self.driver.host_declaration(), lpar, values, self.store,
-            f'req-{lpar}', self.driver.guest_data_gib(spec))
-        mon = lmcaps_monitor.TimeoutMonitor.from_conf(self.conf, self.store)
-        mon.start()
-        self.addCleanup(mon.stop)
-        migration = self.driver.start_migration(spec)
-        return migration, mon.watch(self.driver, migration, pol,
-                                    instance_uuid=lpar,
-                                    request_id=f'req-{lpar}')
+    def run_migration(self, lpar: str, body: dict) -> migrate.Summary:
+        return migrate.run(self.conf, self.driver, self.spec(lpar), body,
+                           self.store, request_id=f'req-{lpar}')
 
     def events_of(self, instance: str, name: str):
         return [e for e in self.store.list_events(instance)
@@ -47,49 +33,78 @@ class TimeoutTest(pvm_base.DriverTestCase):
 
     def test_abort_at_the_deadline_leaves_the_lpar_running_on_source(self):
         uuid = self.sim.add_lpar('deadline', duration='inf')
-        migration, watch = self.watch(uuid, {'completion_timeout': 2,
-                                             'timeout_action': 'abort'})
-        outcome = watch.wait(30)
-        self.assertIsNotNone(outcome)
-        self.assertEqual(('abort', None, base.Phase.CANCELLED),
-                         (outcome.action, outcome.action_error,
-                          outcome.phase))
-        self.assertGreater(outcome.fired_at, outcome.deadline)
+        summary = self.run_migration(uuid, {'completion_timeout': 2,
+                                            'timeout_action': 'abort'})
+        self.assertEqual(('aborted', 'abort', None),
+                         (summary.outcome, summary.action,
+                          summary.action_error))
+        self.assertGreater(summary.reaction, 0.0)     # after, never before
         self.assertEqual(SOURCE_RUNNING, self.where(uuid))
-        self.assertEqual(
-            'cancelled', self.sim.lpar(uuid)['job']['task'])
+        self.assertEqual('cancelled', self.sim.lpar(uuid)['job']['task'])
+        self.assertTrue(summary.guest_on.startswith('source (running)'))
         [fired] = self.events_of(uuid, events.TIMEOUT_ACTION)
         self.assertEqual(events.SUCCESS, fired.result)
-        self.assertEqual(base.GuestHost.SOURCE,
-                         self.driver.guest_location(migration).host)
+        [outcome] = self.events_of(uuid, events.OUTCOME)
+        self.assertIn('cancelled', outcome.details)
+        [pre] = self.events_of(uuid, events.PRECHECK)
+        self.assertEqual(events.SUCCESS, pre.result)
 
     def test_migration_that_completes_first_is_untouched(self):
         uuid = self.sim.add_lpar('quick', duration=1.0)
-        migration, watch = self.watch(uuid, {'completion_timeout': 30,
-                                             'timeout_action': 'abort'})
-        outcome = watch.wait(30)
-        self.assertEqual((base.Phase.COMPLETED, None),
-                         (outcome.phase, outcome.action))
+        summary = self.run_migration(uuid, {'completion_timeout': 30,
+                                            'timeout_action': 'abort'})
+        self.assertEqual(('completed', None), (summary.outcome,
+                                               summary.action))
         self.assertEqual(('target', 'running', 'Not_Migrating'),
                          self.where(uuid))
+        self.assertTrue(summary.guest_on.startswith('destination (running)'))
         self.assertEqual([], self.events_of(uuid, events.TIMEOUT_ACTION))
-        where = self.driver.guest_location(migration)
-        self.assertEqual((base.GuestHost.DESTINATION, base.RunState.RUNNING),
-                         where.pair)
+
+    def test_failed_job_is_recovered_and_the_outcome_says_so(self):
+        uuid = self.sim.add_lpar('failing', duration='inf')
+        box = {}
+        thread = threading.Thread(target=lambda: box.update(
+            summary=self.run_migration(uuid, {'completion_timeout': 60})))
+        thread.start()
+        pvm_base.wait_for(lambda: self.sim.lpar(uuid)['migration_state'] ==
+                          'Migration_In_Progress')
+        self.sim.control('POST', f'lpars/{uuid}/fail',
+                         {'message': 'mover service partition lost'})
+        thread.join(30)
+        summary = box['summary']
+        self.assertEqual('failed', summary.outcome)
+        self.assertIn('mover service partition lost', summary.message)
+        self.assertIn('MigrateRecover (Force=true)', summary.message)
+        self.assertEqual(SOURCE_RUNNING, self.where(uuid))
+        self.assertTrue(summary.guest_on.startswith('source (running)'))
+        [outcome] = self.events_of(uuid, events.OUTCOME)
+        self.assertEqual(events.ERROR, outcome.result)
+        self.assertIn('recovered', outcome.details)
+        self.assertIn('Not_Migrating, running', outcome.details)
 
     def test_force_complete_is_refused_by_the_precheck(self):
         uuid = self.sim.add_lpar('force')
         for mode in ('postcopy', 'pause'):
             err = self.assertRaises(
-                exception.MigrationPreCheckFailed, self.watch, uuid,
+                exception.MigrationPreCheckFailed, self.run_migration, uuid,
                 {'completion_timeout': 5, 'timeout_action': 'force_complete',
                  'force_complete_mode': mode})
             self.assertIn('force_complete', str(err))
         found = self.events_of(uuid, events.PRECHECK)
         self.assertEqual([events.ERROR] * 2, [e.result for e in found])
         self.assertIn('no post-copy phase', found[0].details)
+        self.assertIn('no pause', found[1].details)
         self.assertEqual(SOURCE_RUNNING, self.where(uuid))
         self.assertIsNone(self.sim.lpar(uuid)['job'])
+
+    def test_start_refused_records_where_the_lpar_is(self):
+        uuid = self.sim.add_lpar('stays')
+        spec = base.MigrationSpec(uuid, base.Destination('no-such-system'))
+        self.assertRaises(exception.DriverError, migrate.run, self.conf,
+                          self.driver, spec, {}, self.store,
+                          request_id='req-x')
+        [outcome] = self.events_of(uuid, events.OUTCOME)
+        self.assertIn('source (running)', outcome.details)
 
 
 class DriverTest(pvm_base.DriverTestCase):
