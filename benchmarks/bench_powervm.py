@@ -82,9 +82,8 @@ def run(migrations: int, timeout: float) -> dict:
         for i in range(migrations):
             lpar = sim.add_lpar(f'bench-{i}', duration='inf')
             spec = base.MigrationSpec(lpar, base.Destination(sim.target_name))
-            pol, _r = migrate.precheck(conf, runner, driver.host_declaration(),
-                                       lpar, body, store, f'req-{i}',
-                                       driver.guest_data_gib(spec))
+            pol = migrate.precheck(conf, runner, driver, spec, body, store,
+                                   f'req-{i}').policy
             migration = driver.start_migration(spec)
             watch = mon.watch(driver, migration, pol, instance_uuid=lpar,
                               request_id=f'req-{i}')
