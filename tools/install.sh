@@ -25,7 +25,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip setuptools wheel
-extras="libvirt,postgresql,xenapi,vmware,hyperv"
+extras="libvirt,postgresql,xenapi,vmware,hyperv,powervm"
 [ "$with_tests" = 1 ] && extras="$extras,test"
 .venv/bin/pip install -q -e ".[$extras]"
 

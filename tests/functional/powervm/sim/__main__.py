@@ -1,0 +1,5 @@
+import sys
+
+from tests.functional.powervm.sim import server
+
+sys.exit(server.main())
