@@ -198,6 +198,11 @@ class ActionLatch:
         """The call returned: the backend accepted it; effect pending."""
         with self._lock:
             attempt.returned = self._clock()
+            if self.ended and self.effective is None:
+                # the migration ended while the call was in flight
+                attempt.result = Result.EFFECTIVE
+                attempt.effective_at = attempt.returned
+                self.effective = attempt
 
     def failed(self, attempt: Attempt, result: Result, error: str, *,
                give_up_step: bool = False) -> None:

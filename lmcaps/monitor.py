@@ -702,7 +702,8 @@ class TimeoutMonitor:
                 self._clock() > latch.deadline:
             action = FORCE_COMPLETE
         error = None
-        if latch.effective is None and shown is not None:
+        if latch.effective is None and shown is not None and \
+                shown.result is not R.PENDING:
             error = shown.error or shown.result.value
         outcome = Outcome(
             phase=phase, action=action, action_error=error,
