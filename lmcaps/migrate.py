@@ -240,7 +240,15 @@ def follow(mon: lmcaps_monitor.TimeoutMonitor, watch: lmcaps_monitor.Watch,
     if not mon.interrupt(watch, why):
         raise MigrationContinues(instance=watch.migration.spec.instance,
                                  why=why)
-    outcome = watch.wait(INTERRUPT_SETTLE)
+    outcome = None
+    settle = time.monotonic() + INTERRUPT_SETTLE
+    while outcome is None and time.monotonic() < settle:
+        try:            # a second signal changes nothing: the abort is on
+            outcome = watch.wait(min(0.5, max(0.0,
+                                              settle - time.monotonic())))
+        except (KeyboardInterrupt, Interrupted):
+            LOG.warning('interrupted again: already aborting migration %s',
+                        watch.migration.id)
     if outcome is None:
         raise MigrationContinues(instance=watch.migration.spec.instance,
                                  why=f'{why}; the abort did not take effect '
@@ -263,6 +271,7 @@ def summarize(instance: str, instance_uuid: str, request_id: str,
         guest_on=str(outcome.location), policy=policy_with_sources(pol),
         elapsed=migration.elapsed,
         reaction=(None if outcome.fired_at is None or outcome.deadline is None
+                  or outcome.interrupted
                   else outcome.fired_at - outcome.deadline),
         message=outcome.message, instance_uuid=instance_uuid,
         started_at=_iso(migration.started_wall), deadline=_iso(deadline),

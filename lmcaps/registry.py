@@ -12,6 +12,7 @@ to each, enforcing the original deadline (counted from the recorded start).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from lmcaps import events
@@ -30,7 +31,7 @@ def watch_details(driver: base.LiveMigrationDriver,
                   policy: lmcaps_policy.EffectivePolicy,
                   host: str | None) -> str:
     """The JSON document of a watch event."""
-    return json.dumps({'format': FORMAT, 'host': host,
+    return json.dumps({'format': FORMAT, 'host': host, 'pid': os.getpid(),
                        'ref': json.loads(migration.ref(driver.name).to_json()),
                        'policy': policy.as_dict()}, sort_keys=True)
 
@@ -47,6 +48,7 @@ class OpenWatch:
         if not isinstance(data, dict) or data.get('format') != FORMAT:
             raise ValueError('not a watch document')
         self.host = data.get('host')
+        self.pid = data.get('pid')
         self.ref = base.MigrationRef.from_json(json.dumps(data['ref']))
         self.policy = lmcaps_policy.EffectivePolicy.from_dict(data['policy'])
 
@@ -61,7 +63,8 @@ class OpenWatch:
 
 def open_watches(store: events.EventStore,
                  host: str | None) -> list[OpenWatch]:
-    """The watches of ``host`` with no outcome after them, oldest first."""
+    """The watches of ``host`` with no outcome after them whose process
+    (on this host) is gone, oldest first."""
     found = []
     for rec in store.find_events(WATCH, host=host):
         later = [e for e in store.list_events(rec.instance_uuid)
@@ -70,7 +73,23 @@ def open_watches(store: events.EventStore,
         if later:
             continue
         try:
-            found.append(OpenWatch(rec))
+            watch = OpenWatch(rec)
         except (ValueError, KeyError, TypeError):
             continue
+        if _alive(watch.pid):
+            continue        # its process on this host still enforces it
+        found.append(watch)
     return found
+
+
+def _alive(pid: object) -> bool:
+    """Whether ``pid`` is a live process other than this one."""
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

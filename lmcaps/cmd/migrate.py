@@ -29,6 +29,14 @@ LOG = logging.getLogger(__name__)
 MIB = 1024 ** 2
 
 
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            'an empty destination is not allowed; allowed: a host name or '
+            'the backend\'s address of the destination')
+    return text.strip()
+
+
 def _positive_int(text: str) -> int:
     from lmcaps import exception
     from lmcaps import validation
@@ -133,6 +141,7 @@ class Migrate(show.ShowOne):
                             help='Guest to migrate (libvirt domain name or '
                                  'UUID).')
         parser.add_argument('--dest', required=True, metavar='URI',
+                            type=_non_empty,
                             help='Destination, e.g. qemu+tcp://host2/system.')
         parser.add_argument('--driver', metavar='NAME',
                             help='Driver; default: [lmcaps] driver.')
