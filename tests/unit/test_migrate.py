@@ -149,3 +149,27 @@ class ResumeTest(test_base.ConfTestCase):
                      if e.event == events.OUTCOME]
         self.assertEqual(events.ERROR, outcome.result)
         self.assertIn('no longer exists on the backend', outcome.details)
+
+    def test_watch_of_a_live_process_is_left_alone(self):
+        import json
+        import subprocess
+        import sys
+        _migration, _mon = self.orphan(timeout=60)
+        owner = subprocess.Popen([sys.executable, '-c',
+                                  'import time; time.sleep(60)'])
+        self.addCleanup(owner.kill)
+        rec = [e for e in self.store.list_events('inst-9')
+               if e.event == registry.WATCH][0]
+        data = json.loads(rec.details)
+        data['pid'] = owner.pid
+        for ev in self.store._events:       # as the live process wrote it
+            if ev['id'] == rec.id:
+                ev['details'] = json.dumps(data)
+        self.assertEqual([], registry.open_watches(self.store, 'cmp-1'))
+        self.assertEqual([], migrate.resume(self.conf, fake.FakeDriver(
+            self.conf), self.store))
+        self.assertEqual([], [e for e in self.store.list_events('inst-9')
+                              if e.event == events.OUTCOME])
+        owner.kill()
+        owner.wait()
+        self.assertEqual(1, len(registry.open_watches(self.store, 'cmp-1')))
