@@ -151,12 +151,14 @@ class ActionLatch:
                 self.seen_postcopy = True
             if phase.terminal:
                 self.ended = True
-            current = self._pending()
+            current = self._pending() or self._in_flight()
             if current is None:
                 return None
             if phase in _EFFECT[current.action] or phase.terminal:
                 current.result = Result.EFFECTIVE
                 current.effective_at = self._clock()
+                if current.returned is None:    # seen before the call
+                    current.returned = current.effective_at   # returned
                 self.effective = current
                 self.next_at = None
                 return current
@@ -168,10 +170,6 @@ class ActionLatch:
         """Nothing more will be attempted (effective, ended, post-copy)."""
         return (self.effective is not None or self.ended or
                 self.seen_postcopy or not self.steps)
-
-    @property
-    def waiting_for_effect(self) -> bool:
-        return self._pending() is not None
 
     # -- attempts ---------------------------------------------------------
 
@@ -197,6 +195,8 @@ class ActionLatch:
     def accepted(self, attempt: Attempt) -> None:
         """The call returned: the backend accepted it; effect pending."""
         with self._lock:
+            if attempt.result is Result.EFFECTIVE:
+                return          # its effect was seen before the call returned
             attempt.returned = self._clock()
             if self.ended and self.effective is None:
                 # the migration ended while the call was in flight
@@ -212,6 +212,8 @@ class ActionLatch:
             missing): go to the next step at once.
         """
         with self._lock:
+            if attempt.result is Result.EFFECTIVE:
+                return          # its effect was seen while the call ran
             attempt.returned = self._clock()
             attempt.result, attempt.error = result, error
             if give_up_step:
@@ -247,6 +249,13 @@ class ActionLatch:
             if (attempt.result is Result.PENDING and
                     attempt.returned is not None):
                 return attempt
+        return None
+
+    def _in_flight(self) -> Attempt | None:
+        last = self.attempts[-1] if self.attempts else None
+        if last is not None and last.result is Result.PENDING and \
+                last.returned is None:
+            return last
         return None
 
     def _schedule_next(self) -> None:

@@ -24,7 +24,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from oslo_config import cfg
 
@@ -726,8 +725,3 @@ class TimeoutMonitor:
         st.last_event = self.queue.put(eventqueue.Pending(
             st.request_id, st.instance_uuid, event, result, self.host,
             details, None))
-
-
-def attempts_text(attempts: Any) -> str:
-    """The attempts of an outcome as one line."""
-    return '; '.join(a.describe() for a in attempts)

@@ -88,16 +88,6 @@ class EffectivePolicy:
             mode=None if mode is None else caps.ForceCompleteMode(mode))
 
     @property
-    def action_operation(self) -> caps.Operation | None:
-        """The operation the timeout action needs (None: no timeout or no
-        usable force-complete mode)."""
-        if self.completion_timeout is None:
-            return None
-        if self.timeout_action is TimeoutAction.ABORT:
-            return caps.Operation.ABORT
-        return None if self.mode is None else self.mode.operation
-
-    @property
     def prepare_for(self) -> frozenset[caps.Operation]:
         """What the migration must be started ready for."""
         if (self.timeout_action is TimeoutAction.FORCE_COMPLETE and

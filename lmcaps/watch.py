@@ -142,7 +142,3 @@ class Watch:
     def attempts(self) -> list[latch_mod.Attempt]:
         """The timeout action's attempts so far."""
         return list(self._state.latch.attempts)
-
-    @property
-    def in_postcopy(self) -> bool:
-        return self._state.seen_postcopy
