@@ -84,17 +84,19 @@ def build() -> tuple[Path, float]:
     return binary, time.monotonic() - began
 
 
-def wsdl_dir() -> Path:
-    """tools/vcsim/wsdl/vimService.wsdl beside oslo.vmware's vim XSDs."""
+def wsdl_dir(parent: str) -> Path:
+    """tools/vcsim/wsdl/vimService.wsdl beside oslo.vmware's vim XSDs.
+
+    Built under ``parent`` (the fixture's own temporary directory), so a
+    run never sees links left by another checkout or virtualenv.
+    """
     import oslo_vmware
     xsd = Path(oslo_vmware.__file__).parent / 'wsdl' / '8.0'
-    out = _cache() / 'wsdl'
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(parent) / 'wsdl'
+    out.mkdir()
     for name in ('vim-types.xsd', 'core-types.xsd', 'query-types.xsd',
                  'reflect-types.xsd'):
-        link = out / name
-        if not link.exists():
-            link.symlink_to(xsd / name)
+        (out / name).symlink_to(xsd / name)
     shutil.copyfile(SOURCE / 'wsdl' / 'vimService.wsdl',
                     out / 'vimService.wsdl')
     return out
@@ -117,9 +119,9 @@ class Vcsim(fixtures.Fixture):
 
     def _setUp(self) -> None:
         self.binary, self.build_seconds = build()
-        self.wsdl = (wsdl_dir() / 'vimService.wsdl').as_uri()
         self.tmp = tempfile.mkdtemp(prefix='lmcaps-vcsim-')
         self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.wsdl = (wsdl_dir(self.tmp) / 'vimService.wsdl').as_uri()
         url_file = Path(self.tmp) / 'url'
         began = time.monotonic()
         self.log = open(Path(self.tmp) / 'vcsim.log', 'wb')
