@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 export OS_LOG_CAPTURE=${OS_LOG_CAPTURE:-1}
 passed=0; failed=0; skipped=0; rc=0
 log=$(mktemp)
+failures=()  # "suite: test id" of every failed test, repeated at the end
 
 tally() {  # suite-name exit-code
     local p f s
@@ -17,6 +18,10 @@ tally() {  # suite-name exit-code
     f=$(grep -E '^ - Failed: ' "$log" | tail -1 | awk '{print $3}')
     s=$(grep -E '^ - Skipped: ' "$log" | tail -1 | awk '{print $3}')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
+    local t
+    while read -r t; do
+        failures+=("$1: $t")
+    done < <(sed -nE 's/^\{[0-9]+\} ([^ ]+) \[[^]]*\] \.\.\. FAILED$/\1/p' "$log")
     if [ "$2" != 0 ]; then
         rc=1
         [ "${f:-0}" = 0 ] && failed=$((failed + 1))  # a suite that did not run counts
@@ -37,6 +42,7 @@ gate() {  # name command...: a check that passes or fails as a whole
     if ! "$@"; then
         rc=1; failed=$((failed + 1))
         echo "run-tests: gate $name FAILED"
+        failures+=("gate $name")
     fi
 }
 
@@ -50,5 +56,8 @@ if [ "${CI:-}" = true ] && [ "$skipped" != 0 ]; then
     echo "run-tests: $skipped test(s) skipped under CI=true: a missing backend is a failure"
     rc=1
 fi
+for t in "${failures[@]}"; do
+    echo "run-tests: FAILED $t"
+done
 echo "$passed passed, $failed failed, $skipped skipped"
 exit $rc
