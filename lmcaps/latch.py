@@ -236,6 +236,11 @@ class ActionLatch:
             self._schedule_next()
             return current
 
+    def awaiting_effect(self) -> bool:
+        """True while an accepted call's effect is not yet seen."""
+        with self._lock:
+            return self._pending() is not None
+
     def postpone(self, seconds: float) -> None:
         """Nothing could be attempted now (no fresh reading): try later."""
         with self._lock:

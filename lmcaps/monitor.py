@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import functools
 import heapq
 import itertools
 import logging
@@ -59,7 +60,10 @@ RESERVED_THREADS = 512
 #: The action lane: each task makes one action's call and watches its
 #: effect (its bounded driver calls run on ``calls.CALLS``).
 LANE = calls.DaemonPool('lmcaps-action')
-#: Seconds between two effect readings in the action lane.
+#: Seconds to the first effect reading after an accepted action; the
+#: delay doubles after each reading up to the poll interval.  Effect
+#: readings are polls (batched, on the poll workers), so thousands of
+#: accepted actions never hold thousands of threads.
 EFFECT_POLL = 0.02
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
@@ -363,8 +367,7 @@ class TimeoutMonitor:
                         wait = (min(60.0, self._heap[0][0] - now)
                                 if self._heap else None)
                         self._cond.wait(wait)
-                for st in actions:     # begun here; calls on their lane
-                    self._act(st)
+                self._act_all(actions)   # begun here; calls on their lane
                 self._dispatch_polls(polls)
             except Exception:  # never let the scheduler die
                 LOG.exception('Timeout monitor scheduler error')
@@ -420,7 +423,16 @@ class TimeoutMonitor:
                     if not st.finished.is_set() and not self._stopped and \
                             st.poll_at is None:
                         self._push(st, _Timer.POLL,
-                                   self._clock() + self.poll_interval)
+                                   self._clock() + self._next_poll(st))
+
+    def _next_poll(self, st: State) -> float:
+        """Seconds to the next reading: sooner while an effect is awaited."""
+        if st.latch.awaiting_effect():
+            wait = st.effect_wait = min(self.poll_interval,
+                                        max(EFFECT_POLL, st.effect_wait * 2))
+            return wait
+        st.effect_wait = 0.0
+        return self.poll_interval
 
     def _after_poll(self, st: State) -> None:
         """Keep the action timer armed while something is due or pending."""
@@ -475,24 +487,44 @@ class TimeoutMonitor:
     # -- the action lane --------------------------------------------------
 
     def _act(self, st: State, inline: bool = False) -> None:
-        """Fire a due action: cheap, on the scheduler thread.
-
-        The attempt is begun here and its driver call handed to a pool
-        thread (the action lane), so a burst of deadlines begins every
-        attempt at once and no call, however slow, delays another.  The
-        last reading decides (a slow get_progress never makes the action
-        late); post-copy once seen is latched, and drivers refuse an abort
-        or a pause in post-copy themselves.
-        """
-        handed = False
-        try:
-            handed = self._fire(st, inline)
-        except Exception:
-            LOG.exception('Timeout action failed on migration %s',
-                          st.migration.id)
-        finally:
-            if not handed:
+        """Fire one due action (see :meth:`_act_all`)."""
+        if inline:
+            try:
+                attempt = self._begin(st)
+                if attempt is not None:
+                    self._call(st, attempt, inline=True)
+            except Exception:
+                LOG.exception('Timeout action failed on migration %s',
+                              st.migration.id)
+            finally:
                 self._done_acting(st)
+        else:
+            self._act_all([st])
+
+    def _act_all(self, states: list[State]) -> None:
+        """Fire due actions: cheap, on the scheduler thread.
+
+        Every due attempt is begun first, then each driver call is handed
+        to a thread of the action lane, so a burst of deadlines begins
+        every attempt at once and no call, however slow, delays another.
+        The last reading decides (a slow get_progress never makes the
+        action late); post-copy once seen is latched, and drivers refuse
+        an abort or a pause in post-copy themselves.
+        """
+        handoffs = []
+        for st in states:
+            attempt = None
+            try:
+                attempt = self._begin(st)
+            except Exception:
+                LOG.exception('Timeout action failed on migration %s',
+                              st.migration.id)
+            if attempt is None:
+                self._done_acting(st)
+            else:
+                handoffs.append((st, attempt))
+        for st, attempt in handoffs:
+            LANE.submit(functools.partial(self._call, st, attempt))
 
     def _done_acting(self, st: State) -> None:
         with self._cond:
@@ -500,33 +532,28 @@ class TimeoutMonitor:
         if not st.finished.is_set():
             self._rearm(st)
 
-    def _fire(self, st: State, inline: bool) -> bool:
-        """Begin an attempt if one is due; True if a call was handed off."""
+    def _begin(self, st: State) -> latch_mod.Attempt | None:
+        """Begin an attempt if one is due; None when nothing is to call."""
         latch = st.latch
         expired = latch.expire()
         if expired is not None:
             self._attempt_event(st, expired)
         if not latch.steps:
             self._nothing_usable(st)
-            return False
+            return None
         action = latch.due()
         if action is None or self._stopped:
-            return False
+            return None
         if st.blind_since is not None:
             # the backend does not answer: never act blind
             latch.postpone(max(self.backoff, self.poll_interval))
-            return False
+            return None
         if st.phase is not None and st.phase.terminal:
-            return False            # the poll that saw it concludes
+            return None            # the poll that saw it concludes
         if latch.done:
             self._note_postcopy(st)
-            return False
-        attempt = latch.begin(action)
-        if inline:
-            self._call(st, attempt, inline=True)
-            return False
-        LANE.submit(lambda: self._call(st, attempt))
-        return True
+            return None
+        return latch.begin(action)
 
     def _call(self, st: State, attempt: latch_mod.Attempt,
               inline: bool = False) -> None:
@@ -567,17 +594,24 @@ class TimeoutMonitor:
 
     def _watch_effect(self, st: State, attempt: latch_mod.Attempt,
                       inline: bool) -> None:
-        """Read until the accepted action shows its effect, or its bound."""
-        while not self._stopped:
+        """Have the effect read by the poll workers, at once then sooner
+        than usual: a lane thread only makes calls, so in a burst every
+        call starts before any effect is read."""
+        if self._stopped:
+            return
+        if inline:
             progress = self._read(st)
             if progress is not None and progress.phase.terminal:
                 self._conclude(st, progress)
-            if inline or attempt.result is not R.PENDING or \
-                    st.finished.is_set():
-                return
-            if st.latch.expire() is attempt:
-                return
-            time.sleep(EFFECT_POLL)
+            return
+        if attempt.result is not R.PENDING or st.finished.is_set():
+            return
+        with self._cond:
+            st.effect_wait = 0.0
+            soon = self._clock()
+            if not st.polling and not self._stopped and (
+                    st.poll_at is None or st.poll_at > soon):
+                self._push(st, _Timer.POLL, soon)
 
     def _nothing_usable(self, st: State) -> None:
         """The deadline passed and no action is usable here: say so once."""

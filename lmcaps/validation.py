@@ -43,6 +43,8 @@ def escape(text: str) -> str:
     Tab and newline are kept only when ``keep_newlines`` (see
     :func:`escape_text`); here every such character is escaped.
     """
+    if text.isprintable():      # no C* or Z* character but space: as is
+        return text
     return ''.join(_escape_char(c) for c in text)
 
 
