@@ -1,7 +1,9 @@
 """Events written off the monitor's hot path: a bounded queue, one writer.
 
 A timeout action must never wait for a database: the monitor puts each
-event on a bounded queue and one writer thread stores them in order.  A
+event on a bounded queue and one writer thread stores them in order, what
+has queued up meanwhile in one :meth:`~lmcaps.events.EventStore.record_many`
+call (at most :data:`BATCH` events, one transaction with the SQL store).  A
 store that fails (locked, unreachable) is retried with backoff, so events
 are not lost while it recovers; :meth:`EventQueue.close` flushes what is
 queued, waiting at most ``flush_timeout`` seconds, and logs (at ERROR, in
@@ -11,7 +13,6 @@ full) any event it could not store by then.  When the queue is full,
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -25,17 +26,11 @@ LOG = logging.getLogger(__name__)
 QUEUE_SIZE = 100_000
 
 
-@dataclasses.dataclass(frozen=True)
-class Pending:
-    """One event to record (``EventStore.record``'s arguments)."""
+#: Most events written in one ``record_many`` call.
+BATCH = 500
 
-    request_id: str
-    instance_uuid: str
-    event: str
-    result: str
-    host: str | None
-    details: str | None
-    traceback: str | None
+#: One event to record (kept under its old name).
+Pending = events.Event
 
 
 class EventQueue:
@@ -126,9 +121,41 @@ class EventQueue:
             entry = self._queue.get()
             if entry is None:
                 return
-            seq, item = entry
-            self._write(item)
-            self._handled(seq)
+            batch = [entry]
+            stop = False
+            while len(batch) < BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._write_batch([item for _, item in batch])
+            self._handled(batch[-1][0])
+            if stop:
+                return
+
+    def _write_batch(self, items: list[Pending]) -> None:
+        """Write ``items`` in order, together while the store takes them.
+
+        When a batch fails its first event is written alone, retried until
+        the store takes it (:meth:`_write`), and the rest tried together
+        again: a store that recovers gets the rest in one go.
+        """
+        while items:
+            if len(items) == 1:
+                self._write(items[0])
+                return
+            try:
+                self.store.record_many(items)
+                self.written += len(items)
+                return
+            except Exception:
+                self.failures += 1
+                self._write(items[0])
+                items = items[1:]
 
     def _write(self, item: Pending, once: bool = False) -> None:
         wait = self.retry
@@ -137,7 +164,8 @@ class EventQueue:
                 self.store.record(item.request_id, item.instance_uuid,
                                   item.event, item.result, host=item.host,
                                   details=item.details,
-                                  traceback=item.traceback)
+                                  traceback=item.traceback,
+                                  action=item.action)
                 self.written += 1
                 return
             except Exception as exc:

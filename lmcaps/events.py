@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import datetime
 import traceback as tb_mod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 SUCCESS = 'Success'
@@ -32,6 +32,20 @@ LABELLED = frozenset({PRECHECK})
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One whole event to record: :meth:`EventStore.record`'s arguments."""
+
+    request_id: str
+    instance_uuid: str
+    event: str
+    result: str
+    host: str | None = None
+    details: str | None = None
+    traceback: str | None = None
+    action: str = LIVE_MIGRATION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +116,18 @@ class EventStore(abc.ABC):
                          action=action)
         self.event_finish(request_id, instance_uuid, event, result,
                           details=details, traceback=traceback)
+
+    def record_many(self, items: Sequence[Event]) -> None:
+        """Record whole events, in order; a store may write them in one
+        transaction (all or none), this default records one at a time.
+
+        :raises: what :meth:`record` raises; with the default, the events
+            before the failing one are recorded.
+        """
+        for item in items:
+            self.record(item.request_id, item.instance_uuid, item.event,
+                        item.result, host=item.host, details=item.details,
+                        traceback=item.traceback, action=item.action)
 
     @abc.abstractmethod
     def list_events(self, instance_uuid: str) -> list[EventRecord]:

@@ -26,7 +26,7 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -270,6 +270,43 @@ class SQLEventStore(events.EventStore):
         key: Any = result.inserted_primary_key
         return key[0]
 
+    def _action_ids(self, conn: sa.Connection,
+                    wanted: list[tuple[str, str, str, str | None]]
+                    ) -> dict[tuple[str, str], int]:
+        """The action id of each (request_id, instance_uuid), creating the
+        missing actions (action name and host from their first mention):
+        three statements whatever the number."""
+        keys: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for request_id, instance_uuid, action, host in wanted:
+            keys.setdefault((request_id, instance_uuid), (action, host))
+        if not keys:
+            return {}
+
+        def find() -> dict[tuple[str, str], int]:
+            found: dict[tuple[str, str], int] = {}
+            pairs = list(keys)
+            for start in range(0, len(pairs), 400):   # bound parameters
+                chunk = pairs[start:start + 400]
+                found.update(
+                    ((r.request_id, r.instance_uuid), r.id)
+                    for r in conn.execute(sa.select(
+                        actions.c.id, actions.c.request_id,
+                        actions.c.instance_uuid).where(
+                        sa.tuple_(actions.c.request_id,
+                                  actions.c.instance_uuid).in_(chunk))))
+            return found
+
+        ids = find()
+        missing = [k for k in keys if k not in ids]
+        if missing:
+            now = _now()
+            conn.execute(_INSERT_ACTION, [
+                {'request_id': r, 'instance_uuid': u,
+                 'action': keys[r, u][0], 'start_time': now,
+                 'host': keys[r, u][1]} for r, u in missing])
+            ids = find()
+        return ids
+
     def _write(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in one transaction, retried until done.
 
@@ -328,6 +365,55 @@ class SQLEventStore(events.EventStore):
                'token': str(uuid.uuid4())}
         self._write(self._insert_event, request_id, instance_uuid, action,
                     row)
+
+    def record_many(self, items: Sequence[events.Event]) -> None:
+        """Record whole events in one transaction: all of them or none.
+
+        :raises: EventStoreError (nothing of the batch recorded), e.g. for
+            a value too long for its column, or a store still failing after
+            ``retry_budget``.
+        """
+        batch = []
+        for item in items:
+            self._check(request_id=item.request_id,
+                        instance_uuid=item.instance_uuid, event=item.event,
+                        host=item.host, action=item.action,
+                        result=item.result)
+            now = _now()
+            batch.append((item, {
+                'event': item.event, 'start_time': now, 'finish_time': now,
+                'host': item.host, 'result': item.result,
+                'details': _text(item.details),
+                'traceback': _text(item.traceback),
+                'token': str(uuid.uuid4())}))
+
+        tries = [0]
+
+        def insert_all(conn: sa.Connection) -> None:
+            tries[0] += 1
+            rows = batch
+            if tries[0] > 1:       # a retry: skip what an earlier try stored
+                done = set(conn.execute(
+                    sa.select(action_events.c.token).where(
+                        action_events.c.token.in_(
+                            [row['token'] for _, row in batch]))).scalars())
+                rows = [(i, r) for i, r in batch if r['token'] not in done]
+            ids = self._action_ids(conn, [
+                (i.request_id, i.instance_uuid, i.action, i.host)
+                for i, _ in rows])
+            if not rows:
+                return
+            conn.execute(_INSERT_EVENT, [
+                dict(row, action_id=ids[item.request_id, item.instance_uuid])
+                for item, row in rows])
+            for action_id in sorted({
+                    ids[item.request_id, item.instance_uuid]
+                    for item, row in rows
+                    if (row['result'] or '').lower() == events.ERROR.lower()}):
+                conn.execute(_MARK_ACTION_ERROR, {'action_id': action_id})
+
+        if batch:
+            self._write(insert_all)
 
     def _insert_event(self, conn: sa.Connection, request_id: str,
                       instance_uuid: str, action: str,

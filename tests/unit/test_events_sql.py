@@ -99,6 +99,19 @@ class _StoreContract:
     def test_unknown_instance_lists_nothing(self) -> None:
         self.assertEqual([], self.store.list_events('nobody'))
 
+    def test_record_many_records_each_in_order(self) -> None:
+        self.store.record_many([
+            events.Event('req-1', INSTANCE, f'ev-{i}', events.SUCCESS,
+                         host='h1', details=str(i)) for i in range(5)]
+            + [events.Event('req-2', INSTANCE, 'bad', events.ERROR)])
+        got = self.store.list_events(INSTANCE)
+        self.assertEqual([f'ev-{i}' for i in range(5)] + ['bad'],
+                         [e.event for e in got])
+        self.assertEqual([str(i) for i in range(5)] + [None],
+                         [e.details for e in got])
+        self.assertEqual({'req-1', 'req-2'}, {e.request_id for e in got})
+        self.assertTrue(all(e.finish_time for e in got))
+
 
 class MemoryStoreContractTest(_StoreContract, test_base.BaseTestCase):
     def make_store(self) -> events.EventStore:
@@ -114,6 +127,13 @@ class SQLiteFileStoreContractTest(_StoreContract, test_base.BaseTestCase):
     def make_store(self) -> events.EventStore:
         return events_sql.SQLEventStore(
             f'sqlite:///{self.useFixture(fixtures.TempDir()).path}/ev.sqlite')
+
+    def test_record_many_is_all_or_none(self) -> None:
+        long = 'x' * (events_sql.WIDTHS['event'] + 1)
+        self.assertRaises(exception.EventStoreError, self.store.record_many, [
+            events.Event('req-1', INSTANCE, 'fits', events.SUCCESS),
+            events.Event('req-1', INSTANCE, long, events.SUCCESS)])
+        self.assertEqual([], self.store.list_events(INSTANCE))
 
 
 # -- concurrency ---------------------------------------------------------
