@@ -409,7 +409,8 @@ class SQLEventStore(events.EventStore):
             for action_id in sorted({
                     ids[item.request_id, item.instance_uuid]
                     for item, row in rows
-                    if (row['result'] or '').lower() == events.ERROR.lower()}):
+                    if str(row['result'] or '').lower() ==
+                    events.ERROR.lower()}):
                 conn.execute(_MARK_ACTION_ERROR, {'action_id': action_id})
 
         if batch:

@@ -100,9 +100,8 @@ def _run_tasks(original: Callable, conf: cfg.ConfigOpts) -> Callable:
                   on_migration_failure: Any, migration: Any,
                   is_post_copy_enabled: bool) -> Any:
         state = monitor.lookup(instance.uuid)
-        if (state is not None and is_post_copy_enabled and
-                active_migrations.get(instance.uuid) and state.pause_only()):
-            is_post_copy_enabled = False
+        if state is not None:
+            is_post_copy_enabled = state.tasks_run(is_post_copy_enabled)
         return original(guest, instance, active_migrations,
                         on_migration_failure, migration, is_post_copy_enabled)
     return run_tasks

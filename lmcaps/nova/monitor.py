@@ -1,25 +1,34 @@
 """The per-instance timeout in nova's libvirt live-migration monitor.
 
 nova's ``LibvirtDriver._live_migration_monitor`` loops every 0.5 s; on each
-pass it asks ``migration.should_trigger_timeout_action(instance, elapsed,
-completion_timeout, status)`` and, when told yes, carries out the host-wide
-``[libvirt] live_migration_timeout_action``.  While a monitor runs,
-:class:`MigrationState` answers that question instead:
+pass it runs the queued migration tasks (``migration.run_tasks``) and then
+asks ``migration.should_trigger_timeout_action(instance, elapsed,
+completion_timeout, status)``.  While a monitor runs, :class:`MigrationState`
+answers that question instead, with the latch the core monitor uses
+(:class:`lmcaps.latch.ActionLatch`, one implementation):
 
 * the deadline is the per-instance ``completion_timeout`` if one was given,
-  else nova's (still re-read on every pass, as the option is mutable);
-* it answers yes at most once per migration, and never once the migration
-  is in post-copy;
-* if the effective action is the one nova is about to read from its config,
-  it answers yes and nova acts; otherwise lmcaps acts (abort, or queue a
-  force-complete exactly as nova's API does) and answers no;
-* ``force_complete_mode = pause`` makes nova's task runner pause the guest
-  even on a post-copy capable migration.
+  else nova's (re-read on every pass, as the option is mutable);
+* lmcaps carries out the action itself, through nova's own calls — abort by
+  ``guest.abort_job()``, force-complete by queueing nova's ``force-complete``
+  task exactly as nova's API does (nova's task runner switches to post-copy,
+  or pauses the guest where post-copy is not enabled or
+  ``force_complete_mode = pause``) — and always answers no;
+* an action counts once it *took effect*: nova reports the migration in
+  post-copy, the guest is seen paused, or (abort) the job ended.  A refused
+  or ineffective action (``[lmcaps] timeout_action_effect_timeout``) is
+  retried with backoff (``timeout_action_backoff``, doubling up to
+  ``timeout_action_backoff_max``) and escalates post-copy -> pause -> abort
+  after ``timeout_action_attempts`` (``timeout_action_escalation``);
+  nothing is attempted once the migration is in post-copy.
 
-An instance action event ``lmcaps_live_migration_timeout_action`` records
-what fired and why (best effort: it never changes the migration).  Its
-result is Error — the migration missed its deadline — because nova keeps an
-event's details only for Error.
+Stock nova instead repeats its action on every 0.5 s pass for as long as the
+migration runs past the timeout.
+
+Each concluded attempt is recorded as an instance action event
+``lmcaps_live_migration_timeout_action`` (best effort: it never changes the
+migration).  Its result is Error — the migration missed its deadline —
+because nova keeps an event's details only for Error.
 """
 
 from __future__ import annotations
@@ -28,13 +37,18 @@ import dataclasses
 import threading
 from typing import Any
 
+from nova.compute import power_state
 from nova.virt.libvirt import driver as nova_driver
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from lmcaps import capabilities as caps
+from lmcaps import conf as lmcaps_conf
 from lmcaps import events as lmcaps_events
 from lmcaps import exception
+from lmcaps import latch as latch_mod
 from lmcaps import policy as lmcaps_policy
+from lmcaps.drivers import model
 from lmcaps.nova import events as nova_events
 from lmcaps.nova import policy as nova_policy
 
@@ -43,10 +57,16 @@ LOG = logging.getLogger(__name__)
 #: nova's migration status once it switched to post-copy.
 POST_COPY_STATUS = 'running (post-copy)'
 
+R = latch_mod.Result
+Phase = model.Phase
+
 
 @dataclasses.dataclass
 class MigrationState:
-    """What lmcaps knows about one running migration (one monitor call)."""
+    """What lmcaps knows about one running migration (one monitor call).
+
+    Times are nova's ``elapsed`` seconds since the migration started.
+    """
 
     driver: Any
     conf: cfg.ConfigOpts
@@ -54,76 +74,235 @@ class MigrationState:
     instance: Any
     guest: Any
     layers: nova_policy.Layers
-    fired: bool = False
+    latch: latch_mod.ActionLatch | None = None
+    post_copy_enabled: bool = False
     in_post_copy: bool = False
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    now: float = 0.0
+    unusable_reported: bool = False
+    last_policy: lmcaps_policy.EffectivePolicy | None = None
+    history: list[str] = dataclasses.field(default_factory=list)
+    recorded: bool = False
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
 
     def policy(self, completion_timeout: int) -> lmcaps_policy.EffectivePolicy:
         """The effective policy now, over nova's current host-wide timeout."""
         return nova_policy.resolve(self.conf, self.layers, completion_timeout)
 
+    @property
+    def fired(self) -> bool:
+        """Whether any timeout action was attempted."""
+        return bool(self.latch is not None and self.latch.attempts)
+
+    # -- nova's loop ------------------------------------------------------
+
+    def tasks_run(self, is_post_copy_enabled: bool) -> bool:
+        """Called where nova runs its queued tasks; returns the
+        ``is_post_copy_enabled`` nova's task runner is to use."""
+        with self.lock:
+            self.post_copy_enabled = is_post_copy_enabled
+            if is_post_copy_enabled and self.pause_only():
+                return False
+            return is_post_copy_enabled
+
     def should_trigger(self, elapsed: float, completion_timeout: int,
                        migration_status: str | None) -> bool:
-        """Stands in for nova's ``should_trigger_timeout_action``."""
+        """Stands in for nova's ``should_trigger_timeout_action``: lmcaps
+        acts (or not) here, so the answer is always False."""
         with self.lock:
+            self.now = max(self.now, float(elapsed))
             if migration_status == POST_COPY_STATUS:
                 self.in_post_copy = True
-            if self.fired or self.in_post_copy:
+            policy = self.last_policy = self.policy(completion_timeout)
+            latch = self._latch(policy)
+            effective = latch.observe(self._phase(latch))
+            if effective is not None:
+                self._attempt_event(policy, effective)
+            expired = latch.expire()
+            if expired is not None:
+                self._attempt_event(policy, expired)
+            if not latch.steps:
+                self._nothing_usable(policy)
                 return False
-            policy = self.policy(completion_timeout)
-            if not lmcaps_policy.deadline_reached(
-                    elapsed, policy.completion_timeout):
+            action = latch.due(self.now)
+            if action is None:
                 return False
-            self.fired = True
-        action = policy.timeout_action.value
-        nova_acts = action == self.conf.libvirt.live_migration_timeout_action
-        LOG.warning('Live migration not completed after %(timeout)d sec '
-                    '(%(tsrc)s); %(action)s (%(asrc)s) by %(who)s',
-                    {'timeout': policy.completion_timeout,
-                     'tsrc': policy.sources['completion_timeout'],
-                     'action': action,
-                     'asrc': policy.sources['timeout_action'],
-                     'who': 'nova' if nova_acts else 'lmcaps'},
-                    instance=self.instance)
-        self._record(policy, elapsed)
-        if nova_acts:
-            return True
-        self._act(policy)
-        return False
+            attempt = latch.begin(action)
+            LOG.warning('Live migration not completed after %(timeout)g sec '
+                        '(%(tsrc)s); lmcaps attempts %(action)s (attempt '
+                        '%(n)d, timeout_action %(ta)s from %(asrc)s)',
+                        {'timeout': policy.completion_timeout,
+                         'tsrc': policy.sources['completion_timeout'],
+                         'action': action, 'n': attempt.number,
+                         'ta': policy.timeout_action.value,
+                         'asrc': policy.sources['timeout_action']},
+                        instance=self.instance)
+            self._call(policy, latch, attempt)
+            return False
 
     def pause_only(self) -> bool:
         """Whether a force-complete must pause, not switch to post-copy."""
-        return (self.policy(0).force_complete_mode is
-                lmcaps_policy.ModeChoice.PAUSE)
+        with self.lock:
+            if self.latch is not None and self.latch.attempts:
+                return self.latch.attempts[-1].action == latch_mod.PAUSE
+            return (self.policy(0).force_complete_mode is
+                    lmcaps_policy.ModeChoice.PAUSE)
 
-    def _act(self, policy: lmcaps_policy.EffectivePolicy) -> None:
-        if policy.timeout_action is lmcaps_policy.TimeoutAction.FORCE_COMPLETE:
-            # The same queue nova's force-complete API feeds; nova's
-            # run_tasks switches to post-copy or pauses on the next pass.
-            self.driver.live_migration_force_complete(self.instance)
-            return
+    def ended(self) -> None:
+        """nova's monitor returned: the migration is over."""
+        with self.lock:
+            latch = self.latch
+            if latch is None or not latch.attempts:
+                return
+            last = latch.attempts[-1]
+            if self.last_policy is None:
+                return
+            if last.result is R.PENDING:
+                # The job ended while the effect was awaited (an abort
+                # ends the job; nova's monitor then stops asking).
+                latch.observe(Phase.CANCELLED
+                              if last.action == latch_mod.ABORT
+                              else Phase.COMPLETED)
+                self._attempt_event(self.last_policy, last,
+                                    note='the job ended while its effect '
+                                         "was awaited (nova's monitor "
+                                         'returned)')
+            self._flush(self.last_policy)
+
+    # -- internals (under the lock) ---------------------------------------
+
+    def _latch(self, policy: lmcaps_policy.EffectivePolicy
+               ) -> latch_mod.ActionLatch:
+        timeout = policy.completion_timeout
+        deadline = float(timeout) if timeout else None
+        if self.latch is None:
+            opts = self.conf[lmcaps_conf.GROUP]
+            steps = self._steps(policy, opts.timeout_action_escalation)
+            self.latch = latch_mod.ActionLatch(
+                steps, deadline,
+                attempts_per_step=opts.timeout_action_attempts,
+                backoff=opts.timeout_action_backoff,
+                backoff_max=opts.timeout_action_backoff_max,
+                effect_timeout=opts.timeout_action_effect_timeout,
+                clock=lambda: self.now)
+        elif not self.latch.attempts and self.latch.deadline != deadline:
+            # nova's host-wide timeout is mutable: follow it until we act
+            self.latch.deadline = self.latch.next_at = deadline
+        return self.latch
+
+    def _steps(self, policy: lmcaps_policy.EffectivePolicy,
+               escalate: bool) -> list[str]:
+        """The latch's chain from what nova does here: its task runner
+        switches to post-copy only where the migration's flags enable it
+        (``is_post_copy_enabled``, which includes ``[libvirt]
+        live_migration_permit_post_copy``), else pauses; abort is always
+        possible."""
+        enabled = self.post_copy_enabled
+        here = {op: caps.complete() for op in caps.Operation}
+        if not enabled:
+            here[caps.Operation.FORCE_COMPLETE_POSTCOPY] = caps.missing(
+                "this migration's flags do not enable post-copy")
+        decl = caps.Declaration(driver='libvirt', title='nova libvirt',
+                                capabilities=here)
+        mode = policy.mode
+        if mode is caps.ForceCompleteMode.POSTCOPY and not enabled:
+            mode = None
+        return latch_mod.chain(
+            dataclasses.replace(policy, permit_post_copy=enabled, mode=mode),
+            decl, prepared_postcopy=enabled, escalate=escalate)
+
+    def _phase(self, latch: latch_mod.ActionLatch) -> Phase:
+        """What nova and libvirt say now (asked, not inferred)."""
+        if self.in_post_copy:
+            return Phase.POSTCOPY
+        last = latch.attempts[-1] if latch.attempts else None
+        if last is not None and last.action == latch_mod.PAUSE and \
+                last.result is R.PENDING:
+            try:
+                state = self.guest.get_power_state(self.driver._host)
+            except Exception:
+                LOG.debug('Could not read the power state', exc_info=True)
+                state = None
+            if state == power_state.PAUSED:
+                return Phase.PAUSED
+        return Phase.PRECOPY
+
+    def _call(self, policy: lmcaps_policy.EffectivePolicy,
+              latch: latch_mod.ActionLatch,
+              attempt: latch_mod.Attempt) -> None:
+        """Carry out ``attempt`` through nova's own calls."""
         libvirt = nova_driver.libvirt
         try:
-            self.guest.abort_job()
+            if attempt.action == latch_mod.ABORT:
+                self.guest.abort_job()
+            else:
+                # nova's task runner switches to post-copy, or pauses where
+                # pause_only() says so, on its next pass.
+                self.driver.live_migration_force_complete(self.instance)
         except libvirt.libvirtError as exc:
-            # What nova's monitor does when its own abort fails.
-            LOG.warning('Failed to abort migration %s', exc,
+            LOG.warning('Failed to %s migration: %s', attempt.action, exc,
                         instance=self.instance)
-            self.driver._clear_empty_migration(self.instance)
-            raise
+            latch.failed(attempt, R.FAILED, str(exc))
+            self._attempt_event(policy, attempt)
+        except Exception as exc:
+            LOG.warning('Failed to %s migration', attempt.action,
+                        exc_info=True, instance=self.instance)
+            latch.failed(attempt, R.FAILED, f'{type(exc).__name__}: {exc}')
+            self._attempt_event(policy, attempt)
+        else:
+            latch.accepted(attempt)
 
-    def _record(self, policy: lmcaps_policy.EffectivePolicy,
-                elapsed: float) -> None:
+    def _nothing_usable(self, policy: lmcaps_policy.EffectivePolicy) -> None:
+        timeout = policy.completion_timeout
+        if self.unusable_reported or not timeout or self.now <= timeout:
+            return
+        self.unusable_reported = True
+        LOG.warning('Live migration reached its timeout but %s is not '
+                    'usable on this host', policy.timeout_action.value,
+                    instance=self.instance)
+        self._record(self._summary(policy) +
+                     '; no action: not usable on this host')
+
+    def _summary(self, policy: lmcaps_policy.EffectivePolicy) -> str:
         src = policy.sources
-        details = (f"not completed: completion_timeout "
-                   f"{policy.completion_timeout:g}s "
-                   f"({src['completion_timeout']}) reached after "
-                   f"{elapsed:.0f}s; timeout_action "
-                   f"{policy.timeout_action.value} ({src['timeout_action']})")
+        timeout = policy.completion_timeout
+        text = (f"not completed: completion_timeout "
+                f"{'never' if timeout is None else f'{timeout:g}s'} "
+                f"({src['completion_timeout']}); timeout_action "
+                f"{policy.timeout_action.value} ({src['timeout_action']})")
         if policy.timeout_action is lmcaps_policy.TimeoutAction.FORCE_COMPLETE:
-            details += (f', force_complete_mode '
-                        f'{policy.force_complete_mode.value} '
-                        f"({src['force_complete_mode']})")
+            text += (f', force_complete_mode '
+                     f'{policy.force_complete_mode.value} '
+                     f"({src['force_complete_mode']})")
+        return text
+
+    def _attempt_event(self, policy: lmcaps_policy.EffectivePolicy,
+                       attempt: latch_mod.Attempt, note: str = '') -> None:
+        """Note how an attempt ended; the event is written once the action
+        took effect or the migration ended (nova keeps one event of a name
+        per action, so it carries every attempt)."""
+        # nova cuts details at 255 characters: keep each attempt short
+        text = (f'attempt {attempt.number}: {attempt.action} at '
+                f'{attempt.started:g}s {attempt.result.value}')
+        if attempt.error and attempt.result in (R.FAILED, R.REFUSED):
+            text += f' ({attempt.error[:60]})'
+        if note:
+            text += f' ({note})'
+        latch = self.latch
+        if attempt.result is not R.EFFECTIVE and latch is not None and \
+                not latch.done and latch.next_at is not None:
+            text += f', next at {latch.next_at:g}s'
+        LOG.warning('lmcaps timeout action: %s', text, instance=self.instance)
+        self.history.append(text)
+        if attempt.result is R.EFFECTIVE:
+            self._flush(policy)
+
+    def _flush(self, policy: lmcaps_policy.EffectivePolicy) -> None:
+        if self.recorded or not self.history:
+            return
+        self.recorded = True
+        self._record(f'{self._summary(policy)}; ' + '; '.join(self.history))
+
+    def _record(self, details: str) -> None:
         try:
             nova_events.NovaEventStore(self.context).record(
                 self.context.request_id, self.instance.uuid,
@@ -157,6 +336,11 @@ def begin(driver: Any, conf: cfg.ConfigOpts, context: Any, instance: Any,
 
 def end(state: MigrationState) -> None:
     """Forget a migration whose monitor returned."""
+    try:
+        state.ended()
+    except Exception:
+        LOG.warning('lmcaps could not conclude the timeout action of %s',
+                    state.instance.uuid, exc_info=True)
     with _lock:
         if _states.get(state.instance.uuid) is state:
             del _states[state.instance.uuid]

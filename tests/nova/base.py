@@ -87,6 +87,13 @@ class NovaLmcapsTestCase(test.TestCase):
                 objects.InstanceActionEventList.get_by_action(
                     self.context, action.id)}
 
+    def all_events(self, instance: objects.Instance) -> list[Any]:
+        """Every event of the live-migration action, oldest first."""
+        action = objects.InstanceAction.get_by_request_id(
+            self.context, instance.uuid, self.context.request_id)
+        return sorted(objects.InstanceActionEventList.get_by_action(
+            self.context, action.id), key=lambda ev: ev.id)
+
 
 class MonitorRun:
     """Drives nova's ``_live_migration_monitor`` through a job-info script.

@@ -45,15 +45,35 @@ class PerInstanceForceCompleteTest(base.NovaLmcapsTestCase):
         self.assertIn('completion_timeout 30s (flavor)', event.details)
         self.assertIn('force_complete_mode postcopy (flavor)', event.details)
 
-    def test_fires_once_although_the_switch_fails_and_the_loop_goes_on(self):
+    def test_a_switch_without_effect_is_retried_with_backoff(self):
+        # nova's task runner logs the refused switch and goes on: the
+        # attempt is accepted but shows no effect; after the effect bound
+        # (5 s) it is retried after the backoff — not on every pass.
         inst = self.make_instance(extra_specs=FLAVOR_POSTCOPY)
         run = base.MonitorRun(self, inst, [
             (0, 'none'), *running(31, 32, 33, 34, 35, 36, 37, 1700, 1800),
             (1801, 'completed')], postcopy_error=True)
         run.run()
-        self.assertEqual([32], run.times('postcopy'))
-        self.assertEqual([], run.times('abort'))   # not the config action
+        self.assertEqual([32, 1800], run.times('postcopy'))
+        self.assertEqual([], run.times('abort'))
         self.assertEqual('running', run.migration.status)
+        # one event (nova keeps one per name and action) with every attempt
+        text = self.events(inst)[lmcaps_events.TIMEOUT_ACTION].details
+        self.assertIn('attempt 1: postcopy at 31s ineffective, next at '
+                      '37.5s', text)
+        self.assertIn('attempt 2: postcopy at 1700s', text)
+
+    def test_effective_switch_is_recorded_once(self):
+        inst = self.make_instance(extra_specs=FLAVOR_POSTCOPY)
+        run = base.MonitorRun(self, inst, [
+            (0, 'none'), *running(31, 32, 33, 34, 40), (41, 'completed')])
+        run.run()
+        self.assertEqual([32], run.times('postcopy'))
+        details = [e.details for e in self.all_events(inst)
+                   if e.event == lmcaps_events.TIMEOUT_ACTION]
+        self.assertEqual(1, len(details), details)
+        self.assertIn('attempt 1: postcopy at 31s effective', details[0])
+        self.assertNotIn('attempt 2', details[0])
 
     def test_without_lmcaps_nova_repeats_the_action_every_pass(self):
         # The defect the latch removes, on the same script (host-wide

@@ -247,7 +247,9 @@ class TestLogin(testtools.TestCase):
         driver = drivers.load('vmware', conf)
         began = time.monotonic()
         exc = self.assertRaises(exception.DriverError, driver.connect)
-        self.assertLess(time.monotonic() - began, 10)
+        # bounded, not fast: oslo.vmware waits between its retries and
+        # parses the WSDL each time (slow on a loaded machine)
+        self.assertLess(time.monotonic() - began, 60)
         self.assertIn('vCenter unreachable', str(exc))
         self.assertEqual(1, len(str(exc).splitlines()))
 
