@@ -35,7 +35,6 @@ from typing import Any
 
 import jsonschema
 
-from lmcaps import conf as lmcaps_conf
 from lmcaps import exception
 from lmcaps import request as lmcaps_request
 from lmcaps.drivers import base
@@ -43,6 +42,7 @@ from lmcaps.drivers import base
 #: Largest policy file read, in bytes.
 MAX_FILE = 1024 * 1024
 
+_REQUEST = lmcaps_request.REQUEST_SCHEMA['properties']
 _RULE_SCHEMA: dict[str, Any] = {
     'type': 'object',
     'properties': {
@@ -70,21 +70,13 @@ _RULE_SCHEMA: dict[str, Any] = {
         'policy': {
             'type': 'object',
             'properties': {
-                'completion_timeout':
-                    lmcaps_request.REQUEST_SCHEMA['properties'][
-                        'completion_timeout'],
+                'completion_timeout': _REQUEST['completion_timeout'],
                 'completion_timeout_per_gib': {
                     'type': 'number', 'exclusiveMinimum': 0,
                     'maximum': 86400,
                 },
-                'timeout_action': {
-                    'type': 'string',
-                    'enum': list(lmcaps_conf.TIMEOUT_ACTIONS),
-                },
-                'force_complete_mode': {
-                    'type': 'string',
-                    'enum': list(lmcaps_conf.FORCE_COMPLETE_MODES),
-                },
+                'timeout_action': _REQUEST['timeout_action'],
+                'force_complete_mode': _REQUEST['force_complete_mode'],
                 'bandwidth_mib': {'type': 'integer', 'minimum': 1,
                                   'maximum': 2 ** 31 - 1},
                 'priority': {'type': 'integer', 'minimum': -1000,
@@ -176,8 +168,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f'{path}: {error.message}'
     text = lmcaps_request._describe(error, error.schema)
     dotted = '.'.join(str(p) for p in error.absolute_path)
-    if dotted and text.startswith(dotted):
-        text = path + text[len(dotted):]
+    prefix = dotted or 'request'
+    if text.startswith(prefix):
+        text = path + text[len(prefix):]
     elif error.validator == 'additionalProperties':
         text = f'{path}: {text}'
     return text

@@ -203,4 +203,3 @@ def print_result(stream: TextIO, result: Any, fmt: str) -> None:
         stream.write(f'  {item.name}: {item.status}'
                      f'{"; " + why if why else ""}; guest: '
                      f'{item.location or "unknown"}\n')
-
