@@ -26,6 +26,7 @@ from oslo_config import cfg
 from lmcaps import checks
 from lmcaps import conf as lmcaps_conf
 from lmcaps import drainpolicy
+from lmcaps import eventqueue
 from lmcaps import events as lmcaps_events
 from lmcaps import exception
 from lmcaps import migrate as lmcaps_migrate
@@ -320,11 +321,20 @@ def record_plan(store: lmcaps_events.EventStore, conf: cfg.ConfigOpts,
 
 def record(store: lmcaps_events.EventStore, conf: cfg.ConfigOpts,
            drain_id: str, event: str, data: Mapping[str, Any],
-           ok: bool = True) -> None:
-    store.record(drain_id, drain_key(drain_id), event,
-                 lmcaps_events.SUCCESS if ok else lmcaps_events.ERROR,
-                 host=conf[lmcaps_conf.GROUP].host,
-                 details=json.dumps(dict(data), sort_keys=True),
+           ok: bool = True, queue: eventqueue.EventQueue | None = None
+           ) -> None:
+    """Record one of the drain's own events (through ``queue`` if given:
+    the monitor's writer, off the drain's start path)."""
+    item = eventqueue.Pending(
+        drain_id, drain_key(drain_id), event,
+        lmcaps_events.SUCCESS if ok else lmcaps_events.ERROR,
+        conf[lmcaps_conf.GROUP].host, json.dumps(dict(data), sort_keys=True),
+        None, action=ACTION)
+    if queue is not None:
+        queue.put(item)
+        return
+    store.record(item.request_id, item.instance_uuid, item.event,
+                 item.result, host=item.host, details=item.details,
                  action=ACTION)
 
 

@@ -46,6 +46,7 @@ class Running:
     watch: lmcaps_monitor.Watch
     dest: str
     request_id: str
+    done_at: float | None = None    # when the drainer saw it end
 
 
 @dataclasses.dataclass
@@ -107,6 +108,8 @@ class Drainer:
         self.waiting = collections.deque(
             i for i in self.items if i.status == 'waiting')
         self.running: dict[str, Running] = {}
+        self._ending: list[Running] = []     # ended, outcome not read yet
+        self._live = False                   # the monitor runs
         self.load = collections.Counter({d: 0 for d in options.dests})
         self.wake = threading.Event()
         self.stopping: str | None = None
@@ -134,6 +137,7 @@ class Drainer:
             start (``--resume`` adopts its running migrations there).
         """
         with self.mon:
+            self._live = True
             self.started = self.clock()
             if before is not None:
                 before(self)
@@ -143,6 +147,7 @@ class Drainer:
                         break
                 except (KeyboardInterrupt, lmcaps_migrate.Interrupted) as exc:
                     self.interrupt(getattr(exc, 'signal_name', 'SIGINT'))
+            self._live = False
         for item in self.waiting:
             item.status = 'not started'
             self._record_end(item)
@@ -163,14 +168,14 @@ class Drainer:
         self._start_ready()
         if self.on_change is not None:
             self.on_change(self)
-        if not self.running:
+        if not self.running and not self._ending:
             return False
         if self.settle_until is not None and self.clock() > self.settle_until:
             for run in list(self.running.values()):
                 self._left_running(run, 'the abort did not take effect within '
                                    f'{lmcaps_migrate.INTERRUPT_SETTLE:g} s')
             return False
-        self.wake.wait(REFRESH)
+        self.wake.wait(REFRESH if self.running else 0.01)
         self.wake.clear()
         self._collect()
         return True
@@ -231,7 +236,8 @@ class Drainer:
                             lmcaps_drain.START, {
                                 'guest': item.name, 'request_id': request_id,
                                 'destination': dest,
-                                'reference': migration.reference})
+                                'reference': migration.reference},
+                            queue=self.mon.queue)
 
     def _done(self) -> None:
         """A watched migration ended (called on a monitor thread)."""
@@ -246,19 +252,26 @@ class Drainer:
             self.start_latency.append(self.clock() - freed)
 
     def _collect(self) -> None:
+        """Free the slots of ended migrations, start the next guests, then
+        read each outcome (once its events are stored)."""
         for key, run in list(self.running.items()):
-            if not run.watch.done:
-                continue
+            if run.watch.done:
+                del self.running[key]
+                self.load[run.dest] -= 1
+                run.done_at = self.clock()
+                self._ending.append(run)
+        self._start_ready()
+        for run in list(self._ending):
             outcome = run.watch.wait(5.0)
             if outcome is None:
                 continue            # its events are not stored yet
-            del self.running[key]
-            self.load[run.dest] -= 1
+            self._ending.remove(run)
             item = run.item
-            item.ended_at = self.last_end = self.clock()
+            item.ended_at = self.last_end = run.done_at
+            assert item.policy is not None
             summary = lmcaps_migrate.summarize(
                 item.name, item.instance_uuid, run.request_id, run.migration,
-                item.policy, outcome)   # type: ignore[arg-type]
+                item.policy, outcome)
             item.summary, item.location = summary, summary.guest_on
             item.error = summary.message or None
             self.on_line(summary.line())
@@ -286,7 +299,8 @@ class Drainer:
                          'guest_on', 'action', 'error', 'request_id')}
         lmcaps_drain.record(self.store, self.conf, self.drain_id,
                             lmcaps_drain.GUEST, data,
-                            ok=item.status == 'completed')
+                            ok=item.status == 'completed',
+                            queue=self.mon.queue if self._live else None)
 
     def _left_running(self, run: Running, why: str) -> None:
         """Stop waiting for ``run``: it goes on without this process."""

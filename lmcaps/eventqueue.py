@@ -36,6 +36,7 @@ class Pending:
     host: str | None
     details: str | None
     traceback: str | None
+    action: str = events.LIVE_MIGRATION
 
 
 class EventQueue:
@@ -137,7 +138,8 @@ class EventQueue:
                 self.store.record(item.request_id, item.instance_uuid,
                                   item.event, item.result, host=item.host,
                                   details=item.details,
-                                  traceback=item.traceback)
+                                  traceback=item.traceback,
+                                  action=item.action)
                 self.written += 1
                 return
             except Exception as exc:

@@ -180,21 +180,25 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
             item.attempts = int(ended.get('attempts') or 0)
             item.error = ended.get('error')
             continue
+        found = next((w for rid, w in watches.items()
+                      if rid == item.request_id or
+                      rid.startswith(item.request_id + '.')), None)
+        if found is not None:
+            try:
+                migration = driver.reattach(found.ref)
+            except exception.MigrationGone:
+                migration = None
+            if migration is not None:
+                item.policy, item.attempts = found.policy, 1
+                adopt.append((item, migration,
+                              found.ref.spec.destination.host,
+                              found.request_id))
+                display.line(f'{item.name}: re-attached to '
+                             f'{found.ref.reference}')
+                continue
         started = stored.started.get(item.name)
         if started is not None:
-            dest, rid = started['destination'], started['request_id']
-            found = watches.get(rid)
-            if found is not None:
-                try:
-                    migration = driver.reattach(found.ref)
-                    item.policy = found.policy
-                    item.attempts = 1
-                    adopt.append((item, migration, dest, rid))
-                    display.line(f'{item.name}: re-attached to '
-                                 f'{found.ref.reference}')
-                    continue
-                except exception.MigrationGone:
-                    pass
+            dest = started['destination']
             spec = base.MigrationSpec(item.name,
                                       base.Destination(dest, dest))
             where = driver.guest_location(base.Migration(spec=spec,
