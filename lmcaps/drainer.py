@@ -175,7 +175,7 @@ class Drainer:
                 self._left_running(run, 'the abort did not take effect within '
                                    f'{lmcaps_migrate.INTERRUPT_SETTLE:g} s')
             return False
-        self.wake.wait(REFRESH if self.running else 0.01)
+        self.wake.wait(0.005 if self._ending else REFRESH)
         self.wake.clear()
         self._collect()
         return True
@@ -262,7 +262,7 @@ class Drainer:
                 self._ending.append(run)
         self._start_ready()
         for run in list(self._ending):
-            outcome = run.watch.wait(5.0)
+            outcome = run.watch.wait(0.0)
             if outcome is None:
                 continue            # its events are not stored yet
             self._ending.remove(run)
