@@ -42,6 +42,12 @@ class InvalidInput(LmcapsException):
     msg_fmt = 'Invalid %(what)s %(value)s; allowed: %(allowed)s'
 
 
+class InvalidPolicyFile(InvalidInput):
+    """A drain policy file that cannot be used (bad input: exit 2)."""
+
+    msg_fmt = 'Invalid policy file %(path)s: %(reason)s'
+
+
 class InvalidConfig(LmcapsException):
     """The configuration as a whole is inconsistent (exit code 2)."""
 

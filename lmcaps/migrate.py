@@ -176,6 +176,27 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     verdict = precheck(conf, runner, driver, spec, values, store, request_id,
                        instance_uuid)
     pol = verdict.policy
+    migration = start(conf, driver, spec, pol, store, request_id,
+                      instance_uuid)
+    with mon:
+        watch = mon.watch(driver, migration, pol, instance_uuid=instance_uuid,
+                          request_id=request_id, persist=True)
+        outcome = follow(mon, watch, on_progress, progress_interval)
+    return summarize(spec.instance, instance_uuid, request_id, migration,
+                     pol, outcome)
+
+
+def start(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
+          spec: base.MigrationSpec, pol: lmcaps_policy.EffectivePolicy,
+          store: lmcaps_events.EventStore, request_id: str,
+          instance_uuid: str) -> base.Migration:
+    """Start a pre-checked migration ready for what ``pol`` may need.
+
+    A start that fails gets an outcome event with the guest's observed
+    location, then the error propagates.
+
+    :raises: DriverError, UnsupportedOperation from the driver.
+    """
     per_instance = pol.sources['completion_timeout'] != lmcaps_policy.CONFIG
     try:
         destination = driver.prepare_destination(spec)
@@ -183,7 +204,7 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
             spec, destination=destination, prepare_for=pol.prepare_for,
             completion_timeout=pol.completion_timeout if per_instance
             else None)
-        migration = driver.start_migration(spec)
+        return driver.start_migration(spec)
     except Exception as exc:
         where = _observed_before_start(driver, spec)
         store.record(request_id, instance_uuid, lmcaps_events.OUTCOME,
@@ -193,12 +214,6 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
                          'error': f'the migration did not start: {exc}',
                          'guest': where}))
         raise
-    with mon:
-        watch = mon.watch(driver, migration, pol, instance_uuid=instance_uuid,
-                          request_id=request_id, persist=True)
-        outcome = follow(mon, watch, on_progress, progress_interval)
-    return summarize(spec.instance, instance_uuid, request_id, migration,
-                     pol, outcome)
 
 
 def follow(mon: lmcaps_monitor.TimeoutMonitor, watch: lmcaps_monitor.Watch,

@@ -214,11 +214,15 @@ class TimeoutMonitor:
               migration: base.Migration,
               policy: lmcaps_policy.EffectivePolicy, *,
               instance_uuid: str, request_id: str,
-              persist: bool = False) -> Watch:
+              persist: bool = False,
+              on_done: Callable[[], None] | None = None) -> Watch:
         """Watch ``migration`` until it ends, enforcing ``policy``.
 
         :param persist: record the watch (reference, deadline, policy) so
             that ``lmcaps watch`` can re-attach if this process dies.
+        :param on_done: called without arguments on a monitor thread once
+            the outcome is known (its events may still be queued:
+            :meth:`Watch.wait` waits for them); it must not block.
         :raises: MonitorError if stopped, watched already, or the deadline
             is out of range.
         """
@@ -237,7 +241,7 @@ class TimeoutMonitor:
             effect_timeout=self.effect_timeout, clock=self._clock)
         st = State(driver=driver, migration=migration, policy=policy,
                    instance_uuid=instance_uuid, request_id=request_id,
-                   deadline=deadline, latch=latch)
+                   deadline=deadline, latch=latch, on_done=on_done)
         with self._cond:
             if self._stopped:
                 raise exception.MonitorError(reason='the monitor is stopped')
@@ -753,6 +757,12 @@ class TimeoutMonitor:
                 del self._states[st.migration.id]
             st.finished.set()
             self._forget(st)
+        if st.on_done is not None:
+            try:
+                st.on_done()
+            except Exception:
+                LOG.exception('on_done of migration %s failed',
+                              st.migration.id)
 
     def _record(self, st: State, event: str, result: str,
                 details: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lmcaps import latch as latch_mod
@@ -86,6 +87,8 @@ class State:
     outcome: Outcome | None = None
     finished: threading.Event = dataclasses.field(
         default_factory=threading.Event)
+    #: called (no arguments, on a monitor thread) once the outcome is set
+    on_done: Callable[[], None] | None = None
 
     @property
     def phase(self) -> base.Phase | None:
@@ -138,6 +141,11 @@ class Watch:
     @property
     def deadline(self) -> float | None:
         return self._state.deadline
+
+    @property
+    def seen_postcopy(self) -> bool:
+        """Whether the migration was seen in post-copy (never to retry)."""
+        return self._state.seen_postcopy
 
     @property
     def attempts(self) -> list[latch_mod.Attempt]:

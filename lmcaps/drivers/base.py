@@ -29,6 +29,7 @@ which check declarations, validate results and bound the time)::
     _progress(migration) -> Progress
     _locate(migration) -> GuestLocation     asked of the backend
     _reattach(ref) -> Migration   (optional) find a running migration again
+    _list_guests() -> [GuestInfo] (optional, with lists_guests = True)
     _abort / _force_complete / _resume_source   for declared operations
     recover(migration)            (optional) after a failure
 
@@ -69,6 +70,7 @@ PREPARE_POSTCOPY = model.PREPARE_POSTCOPY
 MigrationSpec = model.MigrationSpec
 MigrationRef = model.MigrationRef
 Migration = model.Migration
+GuestInfo = model.GuestInfo
 data_gib = model.data_gib
 bounded = calls.bounded
 BlockingCall = calls.BlockingCall
@@ -96,6 +98,8 @@ class LiveMigrationDriver(abc.ABC):
 
     #: Entry-point name, also the suffix of the option group.
     name: ClassVar[str] = ''
+    #: Whether the driver lists the guests of its host (:meth:`list_guests`).
+    lists_guests: ClassVar[bool] = False
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -224,6 +228,49 @@ class LiveMigrationDriver(abc.ABC):
         raise exception.UnsupportedOperation(
             driver=self.name, operation='reattach',
             reason='this driver cannot re-attach to a running migration')
+
+    # -- listing ----------------------------------------------------------
+
+    def source_names(self) -> set[str]:
+        """Names and addresses of the source host (this host).
+
+        A drain refuses a destination among them.  The default is
+        ``[lmcaps] host``; drivers add their own addresses of it.
+        """
+        try:
+            return {self.conf[lmcaps_conf.GROUP].host}
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+            return set()
+
+    def list_guests(self) -> list[GuestInfo]:
+        """The active (running or paused) guests of the source host.
+
+        What ``lmcaps drain`` selects from; asked of the backend (libvirt's
+        ``listAllDomains(ACTIVE)``), sorted by name.
+
+        :raises: UnsupportedOperation when the driver does not declare
+            :attr:`lists_guests` (nothing is asked of the backend);
+            DriverError for backend trouble.
+        """
+        if not self.lists_guests:
+            raise exception.UnsupportedOperation(
+                driver=self.name, operation='list_guests',
+                reason='this driver cannot list the guests of its host; '
+                       'drivers that can: fake, libvirt')
+        self.connect()
+        guests = self._bounded(self._list_guests, 'list_guests')
+        if not isinstance(guests, list) or any(
+                not isinstance(g, GuestInfo) for g in guests):
+            raise exception.DriverError(
+                driver=self.name, reason='list_guests returned something '
+                                         'other than a list of GuestInfo')
+        return sorted(guests, key=lambda g: g.name)
+
+    def _list_guests(self) -> list[GuestInfo]:
+        raise exception.UnsupportedOperation(
+            driver=self.name, operation='list_guests',
+            reason='declared but not implemented by the driver (a defect '
+                   'of the driver)')
 
     # -- observing --------------------------------------------------------
 

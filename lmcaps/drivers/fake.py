@@ -94,6 +94,11 @@ fake_opts = [_support_opt(op) for op in caps.Operation] + [
                     'process) the driver talks to; drivers on the same '
                     'world see the same guests and migrations, as two '
                     'clients of one backend would.'),
+    cfg.ListOpt('guests', default=[],
+                help='Guests the simulated host runs, listed by '
+                     '"lmcaps drain" and its list_guests call: each NAME or '
+                     'NAME:RAM_MIB (RAM in MiB; default ram_mib). Added to '
+                     'the world when the driver connects.'),
     cfg.FloatOpt('cancel_delay', default=0.0, min=0.0,
                  help='Simulated seconds between an accepted abort and the '
                       'migration being cancelled (CANCELLING meanwhile).'),
@@ -209,6 +214,21 @@ class _Sim:
                                      if self.final_copy else ''))
 
 
+@dataclasses.dataclass(frozen=True)
+class FakeGuest:
+    """A guest of the simulated host (its inventory, what a hypervisor lists).
+
+    :param ram_mib: its RAM in MiB (None: ``[lmcaps_fake] ram_mib``).
+    :param dirty_rate_mib: MiB it dirties per simulated second while it
+        runs (None: ``[lmcaps_fake] dirty_rate_mib``).
+    """
+
+    name: str
+    ram_mib: int | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    dirty_rate_mib: float | None = None
+
+
 class World:
     """The simulated backend: guests, where they are, and migrations.
 
@@ -223,6 +243,7 @@ class World:
         self.guests: dict[str, Where] = {}     # instance -> where, at rest
         self.busy: dict[str, str] = {}         # instance -> last reference
         self.session = 0                       # bumped when sessions drop
+        self.inventory: dict[str, FakeGuest] = {}   # name -> defined guest
         self._refs = itertools.count(1)
 
     def new_reference(self) -> str:
@@ -244,6 +265,18 @@ class World:
                 return sim.location, sim.detail
             found = self.guests.get(instance)
             return None if found is None else (found, '')
+
+    def add_guest(self, name: str, ram_mib: int | None = None,
+                  labels: dict[str, str] | None = None,
+                  dirty_rate_mib: float | None = None) -> FakeGuest:
+        """Define a running guest on the source host (kept if defined)."""
+        with self.lock:
+            found = self.inventory.get(name)
+            if found is None:
+                found = self.inventory[name] = FakeGuest(
+                    name, ram_mib, tuple(sorted((labels or {}).items())),
+                    dirty_rate_mib)
+            return found
 
     def drop_sessions(self) -> None:
         """Invalidate every client's session (fault injection)."""
@@ -271,6 +304,7 @@ class FakeDriver(base.LiveMigrationDriver):
     """
 
     name = 'fake'
+    lists_guests = True
 
     def __init__(self, conf: cfg.ConfigOpts, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -322,6 +356,41 @@ class FakeDriver(base.LiveMigrationDriver):
     def connect(self) -> None:
         with self.world.lock:
             self._session = self.world.session
+            for entry in self.options.guests:
+                name, _, ram = entry.partition(':')
+                try:
+                    ram_mib = int(ram) if ram else None
+                except ValueError:
+                    ram_mib = 0
+                if not name or (ram_mib is not None and ram_mib < 1):
+                    raise exception.InvalidConfig(
+                        reason=f'[{self.group}] guests: {entry!r} is not '
+                               f'allowed; allowed: NAME or NAME:RAM_MIB '
+                               f'with RAM_MIB an integer >= 1')
+                self.world.add_guest(name, ram_mib)
+
+    def _list_guests(self) -> list[base.GuestInfo]:
+        """The defined guests the world has on the source host."""
+        from lmcaps import validation
+        out = []
+        with self.world.lock:
+            self._check_session()
+            for guest in self.world.inventory.values():
+                found = self.world.where(guest.name)
+                host, state = (SOURCE, RUNNING) if found is None \
+                    else found[0]
+                if host is not SOURCE:
+                    continue
+                out.append(base.GuestInfo(
+                    name=guest.name,
+                    uuid=validation.instance_key(guest.name),
+                    ram_mib=guest.ram_mib or self.options.ram_mib,
+                    labels=dict(guest.labels), state=state))
+        return out
+
+    def _guest(self, instance: str) -> FakeGuest:
+        found = self.world.inventory.get(instance)
+        return found if found is not None else FakeGuest(instance)
 
     def _check_session(self) -> None:
         """Log in again once if the world dropped our session."""
@@ -334,8 +403,10 @@ class FakeDriver(base.LiveMigrationDriver):
     # -- migrations -------------------------------------------------------
 
     def guest_data_gib(self, spec: base.MigrationSpec) -> float:
-        """The simulated RAM (``ram_mib``), counted as at least 2 GiB."""
-        return base.data_gib(self.options.ram_mib * MIB)
+        """The simulated RAM (the guest's, else ``ram_mib``), counted as at
+        least 2 GiB."""
+        ram = self._guest(spec.instance).ram_mib or self.options.ram_mib
+        return base.data_gib(ram * MIB)
 
     def _start(self, spec: base.MigrationSpec) -> base.Migration:
         opts = self.options
@@ -357,8 +428,12 @@ class FakeDriver(base.LiveMigrationDriver):
             where = (SOURCE, RUNNING) if found is None else found[0]
             if where[0] is not SOURCE:
                 where = (SOURCE, where[1])   # a new round from its new host
-            sim = _Sim(ram=float(opts.ram_mib), bandwidth=bandwidth,
-                       dirty_rate=opts.dirty_rate_mib,
+            guest = self._guest(spec.instance)
+            dirty = guest.dirty_rate_mib
+            sim = _Sim(ram=float(guest.ram_mib or opts.ram_mib),
+                       bandwidth=bandwidth,
+                       dirty_rate=(opts.dirty_rate_mib if dirty is None
+                                   else dirty),
                        threshold=max(opts.downtime_mib, _MIN_THRESHOLD_MIB),
                        postcopy_bandwidth=(opts.postcopy_bandwidth_mib or
                                            opts.bandwidth_mib),

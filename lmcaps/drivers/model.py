@@ -326,6 +326,30 @@ class Migration:
                             data_gib=self.data_gib, extra=dict(self.extra))
 
 
+@dataclasses.dataclass(frozen=True)
+class GuestInfo:
+    """A guest the source host runs, as its backend lists it.
+
+    :param name: the backend's name of the guest (a libvirt domain name).
+    :param uuid: the backend's UUID of the guest.
+    :param ram_mib: its memory, in MiB.
+    :param labels: driver-visible labels or metadata, ``{key: value}``
+        (libvirt: the ``lmcaps:labels`` element of the domain metadata).
+    :param state: whether it runs, as the backend says.
+    """
+
+    name: str
+    uuid: str
+    ram_mib: int
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    state: RunState = RunState.RUNNING
+
+    def as_dict(self) -> dict[str, Any]:
+        return {'name': self.name, 'uuid': self.uuid,
+                'ram_mib': self.ram_mib, 'labels': dict(self.labels),
+                'state': self.state.value}
+
+
 def data_gib(ram_bytes: int, disk_bytes: tuple[int, ...] = ()) -> float:
     """Data to transfer in GiB, each part counted as at least 2 GiB (nova)."""
     total = max(ram_bytes / GIB, 2.0)

@@ -33,6 +33,11 @@ MIN_QEMU_POSTCOPY = (2, 5, 0)
 ERR_OPERATION_INVALID = 55
 ERR_OPERATION_ABORTED = 78
 ERR_NO_DOMAIN = 42
+ERR_NO_DOMAIN_METADATA = 80
+#: Namespace of the labels ``lmcaps drain`` selects by, in a domain's
+#: ``<metadata>``: ``<lmcaps:labels xmlns:lmcaps="..."><lmcaps:label
+#: key="tier">db</lmcaps:label></lmcaps:labels>``.
+LABELS_NS = 'http://openstack.org/xmlns/lmcaps/labels/1.0'
 
 OPTS = [
     cfg.StrOpt('connection_uri', default='qemu:///system',
@@ -97,6 +102,7 @@ class LibvirtDriver(base.LiveMigrationDriver):
     """Abort, post-copy and pause on KVM/QEMU through libvirt."""
 
     name = 'libvirt'
+    lists_guests = True
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
@@ -215,6 +221,49 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 driver=self.name,
                 reason=f'domain {spec.instance}: {exc}') from exc
         return dom, size
+
+    def source_names(self) -> set[str]:
+        """``[lmcaps] host`` and ``connection_uri``."""
+        return super().source_names() | {self.options.connection_uri}
+
+    def _list_guests(self) -> list[base.GuestInfo]:
+        """The active domains of the source (``listAllDomains(ACTIVE)``)."""
+        lv = self._libvirt
+        try:
+            domains = self._conn.listAllDomains(
+                lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except lv.libvirtError as exc:
+            raise exception.DriverError(
+                driver=self.name, reason=f'listAllDomains: {exc}') from exc
+        out = []
+        for dom in domains:
+            try:
+                state = dom.state()
+                ram_kib = dom.info()[1]
+                labels = self._labels(dom)
+                out.append(base.GuestInfo(
+                    name=dom.name(), uuid=str(dom.UUIDString()),
+                    ram_mib=int(ram_kib) // 1024, labels=labels,
+                    state=jobstats.run_state((state[0], state[1]))))
+            except lv.libvirtError as exc:
+                if exc.get_error_code() == ERR_NO_DOMAIN:
+                    continue        # gone since it was listed
+                raise exception.DriverError(
+                    driver=self.name, reason=f'domain listing: {exc}') from exc
+        return out
+
+    def _labels(self, dom: Any) -> dict[str, str]:
+        """The domain's ``lmcaps:labels`` metadata, ``{}`` when it has none."""
+        lv = self._libvirt
+        try:
+            text = dom.metadata(lv.VIR_DOMAIN_METADATA_ELEMENT, LABELS_NS, 0)
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == ERR_NO_DOMAIN_METADATA:
+                return {}
+            raise
+        root = ET.fromstring(text)
+        return {el.get('key', ''): (el.text or '') for el in root
+                if el.tag.rsplit('}', 1)[-1] == 'label' and el.get('key')}
 
     def instance_uuid(self, spec: base.MigrationSpec) -> str:
         """The domain's UUID, whatever name or UUID the operator typed."""

@@ -76,6 +76,11 @@ def _dirty_bytes(stats: Mapping[str, int]) -> int | None:
 State = tuple[int, int]
 
 
+def run_state(state: State) -> RunState:
+    """Whether a domain in (state, reason) runs, in the API's words."""
+    return _RUN_STATES.get(state[0], RunState.UNKNOWN)
+
+
 def location_of(src: State | None, dst: State | None, src_error: str = '',
                 dst_error: str = '') -> GuestLocation:
     """Where the guest is, from virDomainGetState on both hosts.
