@@ -252,13 +252,18 @@ def plan(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     """
     runner = checks.PreCheckRunner(conf)
     items = []
-    for n, guest in enumerate(guests):
-        spec = base.MigrationSpec(guest.name, base.Destination(''))
-        data = driver.guest_data_gib(spec)
-        gp = drainpolicy.for_guest(rules, guest, data, command_line)
-        items.append(plan_item(conf, driver, store, runner, guest,
-                               f'{drain_id}.{n}', gp.layers, gp.priority,
-                               gp.bandwidth_mib, data))
+    # every guest's pre-check event in one write (one transaction in SQL)
+    buffered = lmcaps_events.Buffered(store)
+    try:
+        for n, guest in enumerate(guests):
+            spec = base.MigrationSpec(guest.name, base.Destination(''))
+            data = driver.guest_data_gib(spec)
+            gp = drainpolicy.for_guest(rules, guest, data, command_line)
+            items.append(plan_item(conf, driver, buffered, runner, guest,
+                                   f'{drain_id}.{n}', gp.layers, gp.priority,
+                                   gp.bandwidth_mib, data))
+    finally:
+        buffered.flush()     # what was checked is recorded, even on error
     return order(items)
 
 

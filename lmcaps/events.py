@@ -46,6 +46,8 @@ class Event:
     details: str | None = None
     traceback: str | None = None
     action: str = LIVE_MIGRATION
+    #: when the event started (UTC); None: when it is recorded
+    start_time: datetime.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +235,79 @@ class MemoryEventStore(EventStore):
             return [EventRecord(**ev) for ev in self._events
                     if ev['event'] == event and
                     (host is None or ev['host'] == host)]
+
+
+class Buffered(EventStore):
+    """Collects whole events (``record``, or ``event_start`` then
+    ``event_finish``) and writes them with one :meth:`flush` —
+    :meth:`EventStore.record_many`, one transaction with the SQL store.
+
+    For a burst of short events that are read only later, e.g. the
+    pre-checks of every guest of a drain plan.  Start times are kept.
+    Reads go to the store (not including what is buffered).
+
+    :param store: the store written to on :meth:`flush`.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._open: dict[tuple[str, str, str], tuple[str | None, str,
+                                                     datetime.datetime]] = {}
+        self._items: list[Event] = []
+
+    def action_start(self, request_id: str, instance_uuid: str, action: str,
+                     host: str | None = None) -> None:
+        self.store.action_start(request_id, instance_uuid, action, host=host)
+
+    def event_start(self, request_id: str, instance_uuid: str, event: str,
+                    host: str | None = None,
+                    action: str = LIVE_MIGRATION) -> None:
+        self._open[request_id, instance_uuid, event] = (host, action,
+                                                        utcnow())
+
+    def event_finish(self, request_id: str, instance_uuid: str, event: str,
+                     result: str, details: str | None = None,
+                     traceback: str | None = None) -> None:
+        opened = self._open.pop((request_id, instance_uuid, event), None)
+        if opened is None:       # started elsewhere: finish it there
+            self.store.event_finish(request_id, instance_uuid, event, result,
+                                    details=details, traceback=traceback)
+            return
+        host, action, started = opened
+        self._items.append(Event(request_id, instance_uuid, event, result,
+                                 host, details, traceback, action, started))
+
+    def record(self, request_id: str, instance_uuid: str, event: str,
+               result: str, host: str | None = None,
+               details: str | None = None, traceback: str | None = None,
+               action: str = LIVE_MIGRATION) -> None:
+        self._items.append(Event(request_id, instance_uuid, event, result,
+                                 host, details, traceback, action))
+
+    def flush(self) -> int:
+        """Write what was collected; returns how many events.
+
+        :raises: what the store's ``record_many`` raises (the buffer is
+            kept then).
+        """
+        items = list(self._items)
+        if items:
+            self.store.record_many(items)
+            del self._items[:len(items)]
+        return len(items)
+
+    def list_events(self, instance_uuid: str) -> list[EventRecord]:
+        return self.store.list_events(instance_uuid)
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        return self.store.find_events(event, host=host)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
 
 class InstanceKeyed(EventStore):

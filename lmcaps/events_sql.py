@@ -380,8 +380,12 @@ class SQLEventStore(events.EventStore):
                         host=item.host, action=item.action,
                         result=item.result)
             now = _now()
+            started = now if item.start_time is None else \
+                item.start_time.astimezone(datetime.timezone.utc).replace(
+                    tzinfo=None)
             batch.append((item, {
-                'event': item.event, 'start_time': now, 'finish_time': now,
+                'event': item.event, 'start_time': started,
+                'finish_time': now,
                 'host': item.host, 'result': item.result,
                 'details': _text(item.details),
                 'traceback': _text(item.traceback),

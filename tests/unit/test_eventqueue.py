@@ -86,3 +86,26 @@ class EventQueueTest(test_base.BaseTestCase):
         self.assertTrue(q.wait_written(seq, 0))
         self.assertEqual(['ev-1'], [e.event
                                     for e in store.list_events(INSTANCE)])
+
+
+class BufferedTest(test_base.BaseTestCase):
+    def test_started_and_finished_events_are_written_on_flush(self):
+        from lmcaps import events_sql
+        store = events_sql.SQLEventStore('sqlite://')
+        self.addCleanup(store.close)
+        buffered = events.Buffered(store)
+        for i in range(3):
+            buffered.event_start(f'req-{i}', INSTANCE, 'pre', host='h')
+            buffered.event_finish(f'req-{i}', INSTANCE, 'pre', events.ERROR,
+                                  details=f'no {i}')
+        buffered.record('req-9', INSTANCE, 'whole', events.SUCCESS)
+        self.assertEqual([], store.list_events(INSTANCE))
+        self.assertEqual(4, buffered.flush())
+        got = store.list_events(INSTANCE)
+        self.assertEqual(['pre', 'pre', 'pre', 'whole'],
+                         [e.event for e in got])
+        self.assertEqual(['no 0', 'no 1', 'no 2', None],
+                         [e.details for e in got])
+        self.assertTrue(all(e.start_time <= e.finish_time for e in got))
+        self.assertEqual('h', got[0].host)
+        self.assertEqual(0, buffered.flush())
