@@ -182,6 +182,8 @@ def burst(migrations: int, lock_seconds: float) -> dict:
         outcomes = [w.wait(lock_seconds + 120) for w in watches]
     first_ms = [(w.attempts[0].started - w.deadline) * 1000 for w in watches
                 if w.attempts]
+    begun_ms = [(w.attempts[0].begun - w.deadline) * 1000 for w in watches
+                if w.attempts]
     if locker is not None:
         locker.wait()
     conn = sqlite3.connect(path)
@@ -190,7 +192,9 @@ def burst(migrations: int, lock_seconds: float) -> dict:
     return {'migrations': migrations, 'lock_s': lock_seconds,
             'ended': sum(o is not None for o in outcomes),
             'first_p50': statistics.median(first_ms),
-            'first_p99': _pct(first_ms, 0.99), 'outcome_events': stored}
+            'first_p99': _pct(first_ms, 0.99),
+            'begun_p50': statistics.median(begun_ms),
+            'begun_p99': _pct(begun_ms, 0.99), 'outcome_events': stored}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         b = burst(args.burst, lock)
         print(f"burst: {b['migrations']} same deadline, SQLite on disk, "
               f"locked {b['lock_s']:g} s: ended {b['ended']}, "
-              f"deadline -> first attempt median {b['first_p50']:.1f} ms, "
-              f"p99 {b['first_p99']:.1f} ms (target <= {BURST_P99_MS:g}); "
               f"outcome events stored {b['outcome_events']}")
+        print(f"  deadline -> first attempt begun (committed, call queued) "
+              f"median {b['begun_p50']:.1f} ms, p99 {b['begun_p99']:.1f} ms")
+        print(f"  deadline -> its driver call entered: median "
+              f"{b['first_p50']:.1f} ms, p99 {b['first_p99']:.1f} ms "
+              f"(target <= {BURST_P99_MS:g})")
         ok &= (b['ended'] == b['migrations'] and
                b['first_p99'] <= BURST_P99_MS and
                b['outcome_events'] == b['migrations'])

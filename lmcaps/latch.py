@@ -70,11 +70,18 @@ class Attempt:
 
     number: int
     action: str
-    started: float
+    started: float                 # the driver call entered (set again then)
     returned: float | None = None
     effective_at: float | None = None
     result: Result = Result.PENDING
     error: str = ''
+    #: when the latch began the attempt (the monitor committed to it and
+    #: queued its call); ``started`` is when the call was entered
+    begun: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.begun is None:
+            self.begun = self.started
 
     def describe(self) -> str:
         text = f'attempt {self.number}: {self.action} {self.result.value}'

@@ -57,13 +57,14 @@ RECHECK = 0.001
 MIN_BATCH = 8
 #: Most threads kept ready for a burst of actions at one deadline.
 RESERVED_THREADS = 512
-#: The action lane: each task makes one action's call and watches its
-#: effect (its bounded driver calls run on ``calls.CALLS``).
+#: The action lane: each task makes one action's call, or one reading of
+#: its effect (bounded driver calls, run on ``calls.CALLS``).
 LANE = calls.DaemonPool('lmcaps-action')
-#: Seconds to the first effect reading after an accepted action; the
-#: delay doubles after each reading up to the poll interval.  Effect
-#: readings are polls (batched, on the poll workers), so thousands of
-#: accepted actions never hold thousands of threads.
+#: Seconds to the second effect reading after an accepted action (the
+#: first is at once); the delay doubles after each reading up to the poll
+#: interval.  Readings are timers, not sleeps, so thousands of accepted
+#: actions never hold thousands of threads, and they run on the action
+#: lane, so slow polls filling the poll workers never delay them.
 EFFECT_POLL = 0.02
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
@@ -73,6 +74,7 @@ R = latch_mod.Result
 class _Timer(enum.IntEnum):
     ACTION = 0
     POLL = 1
+    EFFECT = 2      # read an accepted action's effect (on the action lane)
 
 
 def _finite(name: str, value: float, low: float, high: float) -> float:
@@ -125,6 +127,8 @@ class TimeoutMonitor:
         self._tick = min(MAX_TICK, self.poll_interval / 5)
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Timer, State]] = []
+        self._effects: list[State] = []     # effect readings due (lock)
+        self._calls_waiting = 0   # action calls queued, not yet entered
         self._dead = 0
         self._seq = itertools.count()
         self._stagger = itertools.count()
@@ -312,6 +316,10 @@ class TimeoutMonitor:
             return
         if kind is _Timer.POLL:     # polls are batched by tick
             when = st.poll_at = math.ceil(when / self._tick) * self._tick
+        elif kind is _Timer.EFFECT:
+            if st.effect_at is not None and st.effect_at <= when:
+                return
+            st.effect_at = when
         else:
             if st.action_at is not None and st.action_at <= when:
                 return              # an earlier action timer will do
@@ -328,6 +336,11 @@ class TimeoutMonitor:
             when, _seq, kind, st = heapq.heappop(self._heap)
             if st.finished.is_set():
                 self._dead = max(0, self._dead - 1)
+                continue
+            if kind is _Timer.EFFECT:
+                if st.effect_at == when:
+                    st.effect_at = None
+                    self._effects.append(st)
                 continue
             if kind is _Timer.POLL:
                 if st.poll_at != when:
@@ -348,8 +361,9 @@ class TimeoutMonitor:
 
     def _forget(self, st: State) -> None:
         """A finished migration leaves the heap (compacted when half dead)."""
-        self._dead += (st.poll_at is not None) + (st.action_at is not None)
-        st.poll_at = st.action_at = None
+        self._dead += ((st.poll_at is not None) + (st.action_at is not None)
+                       + (st.effect_at is not None))
+        st.poll_at = st.action_at = st.effect_at = None
         if self._dead > 64 and self._dead * 2 > len(self._heap):
             self._heap = [e for e in self._heap if not e[3].finished.is_set()]
             heapq.heapify(self._heap)
@@ -373,6 +387,7 @@ class TimeoutMonitor:
                         self._cond.wait(wait)
                 self._act_all(actions)   # begun here; calls on their lane
                 self._dispatch_polls(polls)
+                self._dispatch_effects()
             except Exception:  # never let the scheduler die
                 LOG.exception('Timeout monitor scheduler error')
                 time.sleep(self._tick)
@@ -390,7 +405,53 @@ class TimeoutMonitor:
             except RuntimeError:  # shut down: stop() ends these watches
                 return
 
+    def _dispatch_effects(self) -> None:
+        """Effect readings go to the action lane, after any action call
+        still waiting for a lane thread (a burst of deadlines first)."""
+        with self._cond:
+            due, self._effects = self._effects, []
+            if due and self._calls_waiting > 0:
+                later = self._clock() + EFFECT_POLL
+                for st in due:
+                    self._push(st, _Timer.EFFECT, later)
+                return
+        for st in due:
+            LANE.submit(functools.partial(self._read_effect, st))
+
     # -- reading ----------------------------------------------------------
+
+    def _read_effect(self, st: State) -> None:
+        """One reading of an accepted action's effect, on the action lane:
+        never queued behind the polls (slow ``get_progress`` calls keep
+        the poll workers busy), and never a sleep on a lane thread — the
+        next reading is a timer, sooner at first (EFFECT_POLL, doubling up
+        to the poll interval) until the effect shows or its bound passed.
+        """
+        try:
+            if st.finished.is_set() or self._stopped or \
+                    not st.latch.awaiting_effect():
+                return
+            progress = self._read(st)
+            if progress is not None and progress.phase.terminal:
+                self._conclude(st, progress)
+                return
+            expired = st.latch.expire()
+            if expired is not None:
+                self._attempt_event(st, expired)
+                self._rearm(st)
+                return
+            if st.latch.awaiting_effect():
+                with self._cond:
+                    st.effect_wait = min(self.poll_interval, max(
+                        EFFECT_POLL, st.effect_wait * 2))
+                    if not self._stopped:
+                        self._push(st, _Timer.EFFECT,
+                                   self._clock() + st.effect_wait)
+            else:
+                self._rearm(st)
+        except Exception:
+            LOG.exception('Timeout monitor failed reading the effect on '
+                          'migration %s', st.migration.id)
 
     def _read(self, st: State) -> base.Progress | None:
         """One bounded reading; None (blind) when it failed."""
@@ -430,12 +491,7 @@ class TimeoutMonitor:
                                    self._clock() + self._next_poll(st))
 
     def _next_poll(self, st: State) -> float:
-        """Seconds to the next reading: sooner while an effect is awaited."""
-        if st.latch.awaiting_effect():
-            wait = st.effect_wait = min(self.poll_interval,
-                                        max(EFFECT_POLL, st.effect_wait * 2))
-            return wait
-        st.effect_wait = 0.0
+        """Seconds to the next regular reading (effects have their own)."""
         return self.poll_interval
 
     def _after_poll(self, st: State) -> None:
@@ -527,6 +583,8 @@ class TimeoutMonitor:
                 self._done_acting(st)
             else:
                 handoffs.append((st, attempt))
+        with self._cond:
+            self._calls_waiting += len(handoffs)
         for st, attempt in handoffs:
             LANE.submit(functools.partial(self._call, st, attempt))
 
@@ -564,6 +622,9 @@ class TimeoutMonitor:
         """The action's driver call, then its effect (on a lane thread)."""
         latch, action = st.latch, attempt.action
         attempt.started = self._clock()     # when the call really starts
+        if not inline:
+            with self._cond:
+                self._calls_waiting -= 1
         try:
             try:
                 if action == ABORT:
@@ -598,9 +659,9 @@ class TimeoutMonitor:
 
     def _watch_effect(self, st: State, attempt: latch_mod.Attempt,
                       inline: bool) -> None:
-        """Have the effect read by the poll workers, at once then sooner
-        than usual: a lane thread only makes calls, so in a burst every
-        call starts before any effect is read."""
+        """Have the effect read from an EFFECT timer, at once then sooner
+        than a poll (:meth:`_read_effect`); inline (``run_pending``), one
+        reading now."""
         if self._stopped:
             return
         if inline:
@@ -612,10 +673,8 @@ class TimeoutMonitor:
             return
         with self._cond:
             st.effect_wait = 0.0
-            soon = self._clock()
-            if not st.polling and not self._stopped and (
-                    st.poll_at is None or st.poll_at > soon):
-                self._push(st, _Timer.POLL, soon)
+            if not self._stopped:
+                self._push(st, _Timer.EFFECT, self._clock())
 
     def _nothing_usable(self, st: State) -> None:
         """The deadline passed and no action is usable here: say so once."""

@@ -74,6 +74,7 @@ class State:
     poll_at: float | None = None    # pending poll timer
     action_at: float | None = None  # pending action timer
     effect_wait: float = 0.0        # next effect reading, after this delay
+    effect_at: float | None = None  # pending effect-reading timer
     blind_since: float | None = None   # get_progress failing since then
     blind_reported: bool = False
     skipped_reported: bool = False     # deadline reached in post-copy
