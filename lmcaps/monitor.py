@@ -253,20 +253,21 @@ class TimeoutMonitor:
                 raise exception.MonitorError(
                     reason=f'migration {migration.id} is already watched')
             self._states[migration.id] = st
+            watched = len(self._states)
+        if persist:     # queued before any reading can queue the outcome
+            self._record(st, registry.WATCH, events.SUCCESS,
+                         registry.watch_details(driver, migration, policy,
+                                                self.host))
+        # threads for the action lane and its bounded calls, started now
+        reserve = min(watched + 8, RESERVED_THREADS)
+        LANE.reserve(reserve)
+        calls.CALLS.reserve(reserve)
+        with self._cond:
             offset = (next(self._stagger) * _GOLDEN) % 1.0
             self._push(st, _Timer.POLL,
                        self._clock() + offset * self.poll_interval)
             if deadline is not None:
                 self._push(st, _Timer.ACTION, deadline)
-            watched = len(self._states)
-        # threads for the action lane and its bounded calls, started now
-        reserve = min(watched + 8, RESERVED_THREADS)
-        LANE.reserve(reserve)
-        calls.CALLS.reserve(reserve)
-        if persist:
-            self._record(st, registry.WATCH, events.SUCCESS,
-                         registry.watch_details(driver, migration, policy,
-                                                self.host))
         return Watch(st, self.queue)
 
     def interrupt(self, watch: Watch, reason: str) -> bool:
@@ -465,10 +466,11 @@ class TimeoutMonitor:
             self._blind(st, exc)
             return None
         st.blind_since = None
-        st.progress, st.read_at = progress, self._clock()
-        effective = st.latch.observe(progress.phase)
-        if effective is not None:
-            self._effective(st, effective)
+        with st.observing:      # a concurrent reading concludes after
+            st.progress, st.read_at = progress, self._clock()
+            effective = st.latch.observe(progress.phase)
+            if effective is not None:
+                self._effective(st, effective)
         return progress
 
     def _poll_batch(self, batch: list[State]) -> None:
@@ -745,6 +747,8 @@ class TimeoutMonitor:
         return 'none' if last is None else f'{last.action} ({last.result.value})'
 
     def _conclude(self, st: State, progress: base.Progress) -> None:
+        with st.observing:      # an effective attempt's event goes first
+            pass
         with self._cond:
             if st.concluding:
                 return

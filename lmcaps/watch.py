@@ -86,6 +86,10 @@ class State:
     concluding: bool = False
     last_event: int = 0             # sequence of its last queued event
     outcome: Outcome | None = None
+    #: held while a reading is fed to the latch and an effective attempt
+    #: recorded, so that its event precedes the outcome event
+    observing: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock)
     finished: threading.Event = dataclasses.field(
         default_factory=threading.Event)
     #: called (no arguments, on a monitor thread) once the outcome is set

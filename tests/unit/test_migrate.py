@@ -68,6 +68,7 @@ class RunTest(test_base.ConfTestCase):
         self.assertEqual([events.PRECHECK], self.names())
 
     def test_start_failure_is_recorded(self):
+        self.stuck()        # the first one still runs when the second starts
         self.driver.start_migration(base.MigrationSpec('inst-1', 'other'))
         self.assertRaises(exception.DriverError, self.run_one, {})
         outcome = self.store.list_events('inst-1')[-1]
