@@ -66,6 +66,7 @@ class ProgressView:
         self.near = near
         self._last = 0.0
         self.marker = ''
+        self._live: Any = None
 
     def note(self, text: str) -> None:
         """A marker such as ``abort fired`` or ``abort took effect``."""
@@ -92,11 +93,7 @@ class ProgressView:
             parts.append(f'[{self.marker}]')
         text = '  '.join(parts)
         if self.tty:
-            width = 24
-            filled = int(width * fraction) if fraction is not None else 0
-            bar = '#' * filled + '-' * (width - filled)
-            self.stream.write(f'\r[{bar}] {text}\x1b[K')
-            self.stream.flush()
+            self._live_update(fraction, text)
             return
         every = (1.0 if left is not None and left < self.near
                  else self.every)
@@ -105,10 +102,28 @@ class ProgressView:
             self.stream.write(f'{migration.spec.instance}: {text}\n')
             self.stream.flush()
 
+    def _live_update(self, fraction: float | None, text: str) -> None:
+        """The bar and the line on the terminal, redrawn in place (rich)."""
+        from rich import console as rich_console
+        from rich import live as rich_live
+        from rich import progress_bar
+        from rich import table as rich_table
+        from rich import text as rich_text
+        row = rich_table.Table.grid(padding=(0, 1))
+        row.add_row(progress_bar.ProgressBar(
+            total=1.0, completed=fraction or 0.0, width=24),
+            rich_text.Text(text))          # literal: no markup in names
+        if self._live is None:
+            self._live = rich_live.Live(
+                row, console=rich_console.Console(file=self.stream),
+                auto_refresh=False, transient=False)
+            self._live.start()
+        self._live.update(row, refresh=True)
+
     def close(self) -> None:
-        if self.tty:
-            self.stream.write('\n')
-            self.stream.flush()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
 @contextlib.contextmanager

@@ -349,3 +349,41 @@ class EntryScriptTest(CLITestCase):
         heavy = [m for m in modules
                  if m.split('.')[0] in ('sqlalchemy', 'jsonschema', 'cmd2')]
         self.assertEqual([], heavy)
+
+
+class ProgressViewTest(test_base.BaseTestCase):
+    """``lmcaps migrate``'s progress: rich on a terminal, lines off one."""
+
+    class _Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def _feed(self, stream: io.StringIO) -> None:
+        from lmcaps.cmd import migrate as migrate_cmd
+        from lmcaps.drivers import base
+
+        class Migration:
+            spec = base.MigrationSpec('vm-[bold]', 'dest')
+
+        view = migrate_cmd.ProgressView(stream)
+        view(Migration, base.Progress(
+            phase=base.Phase.PRECOPY, data_total=100 * 2**20,
+            data_remaining=10 * 2**20, data_processed=90 * 2**20), 3.0)
+        view.note('abort fired')
+        view(Migration, base.Progress(phase=base.Phase.CANCELLING), -1.0)
+        view.close()
+
+    def test_terminal_shows_fraction_and_literal_markers(self):
+        stream = self._Tty()
+        self._feed(stream)
+        text = stream.getvalue()
+        self.assertIn('90.0 %', text)
+        self.assertIn('[abort fired]', text)      # not taken as markup
+        self.assertIn('deadline passed', text)
+
+    def test_off_a_terminal_one_line_per_reading_near_the_deadline(self):
+        stream = io.StringIO()
+        self._feed(stream)
+        lines = stream.getvalue().splitlines()
+        self.assertTrue(lines[0].startswith('vm-[bold]: precopy'), lines)
+        self.assertNotIn('\x1b', stream.getvalue())
