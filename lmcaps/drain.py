@@ -288,6 +288,9 @@ class Options:
         that failed in post-copy).
     :param finish_running: on SIGINT/SIGTERM, let running migrations end
         instead of aborting them.
+    :param migrate_uris: ``{destination: address the guest data goes to}``
+        (libvirt's ``migrate_uri``, e.g. ``tcp://10.0.0.2``); a destination
+        without one lets the driver choose.
     """
 
     dests: tuple[str, ...]
@@ -295,6 +298,12 @@ class Options:
     per_dest: int | None = None
     retries: int = 0
     finish_running: bool = False
+    migrate_uris: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def spec_options(self, dest: str) -> dict[str, str]:
+        """``MigrationSpec.options`` of a migration to ``dest``."""
+        uri = self.migrate_uris.get(dest)
+        return {} if uri is None else {'migrate_uri': uri}
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -309,6 +318,31 @@ def check_options(options: Options) -> None:
             raise exception.InvalidInput(
                 what=name, value=str(value),
                 allowed=f'an integer from {low} to 10000')
+
+
+def pair_migrate_uris(dests: Sequence[str],
+                      uris: Sequence[str]) -> dict[str, str]:
+    """``{destination: migrate URI}``: the n-th ``--migrate-uri`` belongs
+    to the n-th ``--dest``.
+
+    :raises: InvalidInput when ``uris`` is neither empty nor one per
+        destination, holds an empty URI, or gives one destination two.
+    """
+    if not uris:
+        return {}
+    if len(uris) != len(dests):
+        raise exception.InvalidInput(
+            what='--migrate-uri', value=validation.echo(', '.join(uris)),
+            allowed=f'none, or one per --dest in the same order '
+                    f'({len(dests)} given)')
+    out: dict[str, str] = {}
+    for dest, uri in zip(dests, uris):
+        if not uri or out.get(dest, uri) != uri:
+            raise exception.InvalidInput(
+                what='--migrate-uri', value=validation.echo(uri),
+                allowed='a non-empty URI, the same for a --dest given twice')
+        out[dest] = uri
+    return out
 
 
 def record_plan(store: lmcaps_events.EventStore, conf: cfg.ConfigOpts,
@@ -360,6 +394,7 @@ class Stored:
     def options(self) -> Options:
         data = dict(self.plan['options'])
         data['dests'] = tuple(data['dests'])
+        data['migrate_uris'] = dict(data.get('migrate_uris') or {})
         return Options(**data)
 
 
