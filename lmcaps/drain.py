@@ -217,6 +217,9 @@ def plan_item(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
               bandwidth: tuple[int | None, str], data_gib: float) -> Item:
     """Pre-check one guest (its event recorded); refused is not raised.
 
+    A busy guest (:attr:`GuestInfo.busy`) is refused without running the
+    checks.
+
     :raises: InvalidRequest for a value out of range (bad input).
     """
     key = guest.uuid if validation.is_uuid(guest.uuid) else \
@@ -225,6 +228,15 @@ def plan_item(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
                 layers=tuple(layers), priority=priority,
                 bandwidth_mib=bandwidth, data_gib=data_gib,
                 location=f'source ({guest.state.value})')
+    if guest.busy:
+        # refused before any check: its one pre-check event says why
+        item.refused, item.status = guest.busy, 'refused'
+        store.record(request_id, key, lmcaps_events.PRECHECK,
+                     lmcaps_events.ERROR,
+                     host=conf[lmcaps_conf.GROUP].host,
+                     details=lmcaps_events.details_text({
+                         'instance': guest.name, 'refused': guest.busy}))
+        return item
     spec = base.MigrationSpec(guest.name, base.Destination(''))
     try:
         verdict = lmcaps_precheck.run(
@@ -433,7 +445,8 @@ def stored_item(data: Mapping[str, Any]) -> Item:
     guest = base.GuestInfo(name=g['name'], uuid=g['uuid'],
                            ram_mib=int(g['ram_mib']),
                            labels=dict(g.get('labels') or {}),
-                           state=base.RunState(g.get('state', 'running')))
+                           state=base.RunState(g.get('state', 'running')),
+                           busy=str(g.get('busy') or ''))
     prio = data['priority']
     bandwidth = data['bandwidth_mib']
     return Item(guest=guest, request_id=data['request_id'],

@@ -70,6 +70,11 @@ class SelectionTest(test_base.ConfTestCase):
         m = driver.start_migration(base.MigrationSpec('a', 'dst'))
         driver.wait(m, timeout=5, interval=0.01)
         self.assertEqual(['b', 'c'], [g.name for g in driver.list_guests()])
+        self.cfg.config(time_scale=1.0, group='lmcaps_fake')
+        driver.world.add_guest('d', 512, {}, 5000.0)
+        driver.start_migration(base.MigrationSpec('d', 'dst'))
+        [busy] = [g for g in driver.list_guests() if g.name == 'd']
+        self.assertIn('already running', busy.busy)
 
     def test_driver_without_listing_says_so(self):
         from lmcaps import drivers
@@ -270,6 +275,25 @@ class PlanTest(DrainTestCase):
         self.assertEqual({'value': 'abort', 'source': 'command line'},
                          pol['timeout_action'])
         self.assertEqual('config', pol['completion_timeout']['source'])
+
+    def test_busy_guest_refused_with_its_event(self):
+        import dataclasses
+        self.add('idle')
+        self.add('migrating')
+        guests = [g if g.name == 'idle' else dataclasses.replace(
+            g, busy='a migration to this host is in progress (incoming)')
+            for g in self.driver.list_guests()]
+        items = drain.plan(self.conf, self.driver, self.store, guests, [],
+                           {}, self.drain_id)
+        self.assertEqual([('idle', None), ('migrating', 'refused')],
+                         [(i.name, i.refused and 'refused') for i in items])
+        self.assertIn('(incoming)', items[1].refused)
+        recorded = self.store.list_events(items[1].instance_uuid)
+        self.assertEqual([(events.PRECHECK, events.ERROR)],
+                         [(e.event, e.result) for e in recorded])
+        self.assertIn('incoming', recorded[0].details)
+        again = drain.stored_item(items[1].plan_dict())
+        self.assertEqual(items[1].guest, again.guest)
 
     def test_plan_of_1000_guests(self):
         for n in range(1000):
