@@ -217,6 +217,9 @@ def plan_item(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
               bandwidth: tuple[int | None, str], data_gib: float) -> Item:
     """Pre-check one guest (its event recorded); refused is not raised.
 
+    A busy guest (:attr:`GuestInfo.busy`) is refused without running the
+    checks.
+
     :raises: InvalidRequest for a value out of range (bad input).
     """
     key = guest.uuid if validation.is_uuid(guest.uuid) else \
@@ -225,6 +228,15 @@ def plan_item(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
                 layers=tuple(layers), priority=priority,
                 bandwidth_mib=bandwidth, data_gib=data_gib,
                 location=f'source ({guest.state.value})')
+    if guest.busy:
+        # refused before any check: its one pre-check event says why
+        item.refused, item.status = guest.busy, 'refused'
+        store.record(request_id, key, lmcaps_events.PRECHECK,
+                     lmcaps_events.ERROR,
+                     host=conf[lmcaps_conf.GROUP].host,
+                     details=lmcaps_events.details_text({
+                         'instance': guest.name, 'refused': guest.busy}))
+        return item
     spec = base.MigrationSpec(guest.name, base.Destination(''))
     try:
         verdict = lmcaps_precheck.run(
@@ -288,6 +300,9 @@ class Options:
         that failed in post-copy).
     :param finish_running: on SIGINT/SIGTERM, let running migrations end
         instead of aborting them.
+    :param migrate_uris: ``{destination: address the guest data goes to}``
+        (libvirt's ``migrate_uri``, e.g. ``tcp://10.0.0.2``); a destination
+        without one lets the driver choose.
     """
 
     dests: tuple[str, ...]
@@ -295,6 +310,12 @@ class Options:
     per_dest: int | None = None
     retries: int = 0
     finish_running: bool = False
+    migrate_uris: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def spec_options(self, dest: str) -> dict[str, str]:
+        """``MigrationSpec.options`` of a migration to ``dest``."""
+        uri = self.migrate_uris.get(dest)
+        return {} if uri is None else {'migrate_uri': uri}
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -309,6 +330,31 @@ def check_options(options: Options) -> None:
             raise exception.InvalidInput(
                 what=name, value=str(value),
                 allowed=f'an integer from {low} to 10000')
+
+
+def pair_migrate_uris(dests: Sequence[str],
+                      uris: Sequence[str]) -> dict[str, str]:
+    """``{destination: migrate URI}``: the n-th ``--migrate-uri`` belongs
+    to the n-th ``--dest``.
+
+    :raises: InvalidInput when ``uris`` is neither empty nor one per
+        destination, holds an empty URI, or gives one destination two.
+    """
+    if not uris:
+        return {}
+    if len(uris) != len(dests):
+        raise exception.InvalidInput(
+            what='--migrate-uri', value=validation.echo(', '.join(uris)),
+            allowed=f'none, or one per --dest in the same order '
+                    f'({len(dests)} given)')
+    out: dict[str, str] = {}
+    for dest, uri in zip(dests, uris):
+        if not uri or out.get(dest, uri) != uri:
+            raise exception.InvalidInput(
+                what='--migrate-uri', value=validation.echo(uri),
+                allowed='a non-empty URI, the same for a --dest given twice')
+        out[dest] = uri
+    return out
 
 
 def record_plan(store: lmcaps_events.EventStore, conf: cfg.ConfigOpts,
@@ -360,6 +406,7 @@ class Stored:
     def options(self) -> Options:
         data = dict(self.plan['options'])
         data['dests'] = tuple(data['dests'])
+        data['migrate_uris'] = dict(data.get('migrate_uris') or {})
         return Options(**data)
 
 
@@ -398,7 +445,8 @@ def stored_item(data: Mapping[str, Any]) -> Item:
     guest = base.GuestInfo(name=g['name'], uuid=g['uuid'],
                            ram_mib=int(g['ram_mib']),
                            labels=dict(g.get('labels') or {}),
-                           state=base.RunState(g.get('state', 'running')))
+                           state=base.RunState(g.get('state', 'running')),
+                           busy=str(g.get('busy') or ''))
     prio = data['priority']
     bandwidth = data['bandwidth_mib']
     return Item(guest=guest, request_id=data['request_id'],

@@ -204,7 +204,8 @@ class Drainer:
         item.started_at = self.clock()
         spec = base.MigrationSpec(
             instance=item.name, destination=base.Destination(dest, dest),
-            bandwidth_mib=item.bandwidth_mib[0])
+            bandwidth_mib=item.bandwidth_mib[0],
+            options=self.options.spec_options(dest))
         try:
             migration = lmcaps_migrate.start(
                 self.conf, self.driver, spec, item.policy, self.store,

@@ -123,6 +123,11 @@ class Drain(command.Command):
         parser.add_argument('--dest', action='append', default=[],
                             metavar='URI', help='Destination (repeatable), '
                             'e.g. qemu+tcp://host2/system.')
+        parser.add_argument('--migrate-uri', action='append', default=[],
+                            metavar='URI', help='Address the guest data '
+                            'goes to, e.g. tcp://10.0.0.2 (libvirt '
+                            'migrate_uri): none, or one per --dest in the '
+                            'same order.')
         parser.add_argument('--driver', metavar='NAME',
                             help='Driver; default: [lmcaps] driver.')
         parser.add_argument('--name', action='append', default=[],

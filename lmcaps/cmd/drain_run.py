@@ -8,6 +8,7 @@ is pre-checked before any migration starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any, TextIO
 
 from oslo_config import cfg
@@ -27,7 +28,7 @@ from lmcaps.cmd import migrate as migrate_cmd
 from lmcaps.drivers import base
 
 #: Options that choose guests or policies: a resumed drain keeps its own.
-_PLAN_OPTIONS = ('dest', 'name', 'uuid', 'label', 'policy_file',
+_PLAN_OPTIONS = ('dest', 'migrate_uri', 'name', 'uuid', 'label', 'policy_file',
                  'completion_timeout', 'timeout_action',
                  'force_complete_mode', 'request', 'bandwidth',
                  'max_per_dest')
@@ -47,7 +48,9 @@ def _inputs(args: argparse.Namespace) -> tuple[lmcaps_drain.Options,
         or 1,
         per_dest=drain_cmd._int(args.max_per_dest, '--max-per-dest', 1),
         retries=drain_cmd._int(args.retries, '--retries', 0) or 0,
-        finish_running=args.finish_running)
+        finish_running=args.finish_running,
+        migrate_uris=lmcaps_drain.pair_migrate_uris(args.dest,
+                                                    args.migrate_uri))
     lmcaps_drain.check_options(options)
     for name in args.name:
         validation.name(name, '--name')
@@ -90,10 +93,7 @@ def run(conf: cfg.ConfigOpts, args: argparse.Namespace, out: TextIO,
         if args.resume is not None:
             return _resume(conf, driver, store, args, out, display)
         dests = lmcaps_drain.check_destinations(conf, driver, options.dests)
-        options = lmcaps_drain.Options(
-            dests=tuple(dests), max_parallel=options.max_parallel,
-            per_dest=options.per_dest, retries=options.retries,
-            finish_running=options.finish_running)
+        options = dataclasses.replace(options, dests=tuple(dests))
         guests = lmcaps_drain.select(driver.list_guests(), selection)
         for rule in drainpolicy.unmatched(rules, guests):
             display.line(f'lmcaps: warning: {rule.source} matches none of '
@@ -158,8 +158,7 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
             f"{args.resume} is still run by process {plan['pid']}")
     options = stored.options
     if args.finish_running:
-        options = lmcaps_drain.Options(**dict(
-            options.as_dict(), finish_running=True))
+        options = dataclasses.replace(options, finish_running=True)
     driver.connect()
     runner = checks.PreCheckRunner(conf)
     host = conf.lmcaps.host

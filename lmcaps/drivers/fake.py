@@ -370,7 +370,8 @@ class FakeDriver(base.LiveMigrationDriver):
                 self.world.add_guest(name, ram_mib)
 
     def _list_guests(self) -> list[base.GuestInfo]:
-        """The defined guests the world has on the source host."""
+        """The defined guests the world has on the source host; one that
+        is migrating is ``busy``."""
         from lmcaps import validation
         out = []
         with self.world.lock:
@@ -381,11 +382,17 @@ class FakeDriver(base.LiveMigrationDriver):
                     else found[0]
                 if host is not SOURCE:
                     continue
+                sim = self.world.sims.get(self.world.busy.get(guest.name, ''))
+                if sim is not None:
+                    sim.advance(self._now(sim))
+                migrating = sim is not None and not sim.phase.terminal
                 out.append(base.GuestInfo(
                     name=guest.name,
                     uuid=validation.instance_key(guest.name),
                     ram_mib=guest.ram_mib or self.options.ram_mib,
-                    labels=dict(guest.labels), state=state))
+                    labels=dict(guest.labels), state=state,
+                    busy='a migration of this guest is already running'
+                    if migrating else ''))
         return out
 
     def _guest(self, instance: str) -> FakeGuest:

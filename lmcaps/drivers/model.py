@@ -336,6 +336,9 @@ class GuestInfo:
     :param labels: driver-visible labels or metadata, ``{key: value}``
         (libvirt: the ``lmcaps:labels`` element of the domain metadata).
     :param state: whether it runs, as the backend says.
+    :param busy: why it cannot be migrated now, in the backend's terms
+        (an incoming migration, a job already running), '' when it can;
+        ``lmcaps drain`` refuses a busy guest.
     """
 
     name: str
@@ -343,11 +346,12 @@ class GuestInfo:
     ram_mib: int
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     state: RunState = RunState.RUNNING
+    busy: str = ''
 
     def as_dict(self) -> dict[str, Any]:
         return {'name': self.name, 'uuid': self.uuid,
                 'ram_mib': self.ram_mib, 'labels': dict(self.labels),
-                'state': self.state.value}
+                'state': self.state.value, 'busy': self.busy}
 
 
 def data_gib(ram_bytes: int, disk_bytes: tuple[int, ...] = ()) -> float:

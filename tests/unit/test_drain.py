@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from unittest import mock
 
 import ddt
+import testtools
 import yaml
 
 from lmcaps import drain
@@ -68,6 +70,11 @@ class SelectionTest(test_base.ConfTestCase):
         m = driver.start_migration(base.MigrationSpec('a', 'dst'))
         driver.wait(m, timeout=5, interval=0.01)
         self.assertEqual(['b', 'c'], [g.name for g in driver.list_guests()])
+        self.cfg.config(time_scale=1.0, group='lmcaps_fake')
+        driver.world.add_guest('d', 512, {}, 5000.0)
+        driver.start_migration(base.MigrationSpec('d', 'dst'))
+        [busy] = [g for g in driver.list_guests() if g.name == 'd']
+        self.assertIn('already running', busy.busy)
 
     def test_driver_without_listing_says_so(self):
         from lmcaps import drivers
@@ -167,6 +174,44 @@ class PolicyRuleTest(test_base.ConfTestCase):
             found, [guest('web')])])
 
 
+@ddt.ddt
+class MigrateUriTest(testtools.TestCase):
+
+    @ddt.data(
+        ((), (), {}),
+        (('d1',), ('tcp://a',), {'d1': 'tcp://a'}),
+        (('d1', 'd2'), ('tcp://a', 'tcp://b'),
+         {'d1': 'tcp://a', 'd2': 'tcp://b'}),
+        (('d1', 'd1'), ('tcp://a', 'tcp://a'), {'d1': 'tcp://a'}),
+    )
+    @ddt.unpack
+    def test_paired_by_position(self, dests, uris, expected):
+        self.assertEqual(expected, drain.pair_migrate_uris(dests, uris))
+
+    @ddt.data(
+        (('d1', 'd2'), ('tcp://a',), 'one per --dest in the same order'),
+        (('d1',), ('tcp://a', 'tcp://b'), 'one per --dest'),
+        (('d1',), ('',), 'a non-empty URI'),
+        (('d1', 'd1'), ('tcp://a', 'tcp://b'), 'the same for a --dest'),
+    )
+    @ddt.unpack
+    def test_bad_pairing_names_the_option(self, dests, uris, fragment):
+        err = self.assertRaises(exception.InvalidInput,
+                                drain.pair_migrate_uris, dests, uris)
+        self.assertIn('--migrate-uri', str(err))
+        self.assertIn(fragment, str(err))
+
+    def test_kept_in_the_stored_plan(self):
+        options = drain.Options(dests=('d1', 'd2'),
+                                migrate_uris={'d2': 'tcp://b'})
+        doc = json.loads(json.dumps({'options': options.as_dict()}))
+        again = drain.Stored(plan=doc, ended={}, started={}).options
+        self.assertEqual(options, again)
+        self.assertEqual({}, again.spec_options('d1'))
+        self.assertEqual({'migrate_uri': 'tcp://b'},
+                         again.spec_options('d2'))
+
+
 class DrainTestCase(test_base.ConfTestCase):
 
     def setUp(self):
@@ -231,6 +276,25 @@ class PlanTest(DrainTestCase):
                          pol['timeout_action'])
         self.assertEqual('config', pol['completion_timeout']['source'])
 
+    def test_busy_guest_refused_with_its_event(self):
+        import dataclasses
+        self.add('idle')
+        self.add('migrating')
+        guests = [g if g.name == 'idle' else dataclasses.replace(
+            g, busy='a migration to this host is in progress (incoming)')
+            for g in self.driver.list_guests()]
+        items = drain.plan(self.conf, self.driver, self.store, guests, [],
+                           {}, self.drain_id)
+        self.assertEqual([('idle', None), ('migrating', 'refused')],
+                         [(i.name, i.refused and 'refused') for i in items])
+        self.assertIn('(incoming)', items[1].refused)
+        recorded = self.store.list_events(items[1].instance_uuid)
+        self.assertEqual([(events.PRECHECK, events.ERROR)],
+                         [(e.event, e.result) for e in recorded])
+        self.assertIn('incoming', recorded[0].details)
+        again = drain.stored_item(items[1].plan_dict())
+        self.assertEqual(items[1].guest, again.guest)
+
     def test_plan_of_1000_guests(self):
         for n in range(1000):
             self.add(f'g-{n:04d}', 512 + n)
@@ -262,6 +326,28 @@ class RunTest(DrainTestCase):
             self.assertEqual('destination (running)', item.location)
         self.assertEqual([], self.driver.list_guests())
         self.assertEqual({'d1', 'd2'}, {i.destination for i in result.items})
+
+    def test_each_migration_gets_its_destinations_migrate_uri(self):
+        for n in range(4):
+            self.add(f'g{n}', 512)
+        specs = []
+        real = self.driver.start_migration
+
+        def start(spec):
+            specs.append(spec)
+            return real(spec)
+        with mock.patch.object(self.driver, 'start_migration', start):
+            result = self.run_drain(
+                self.plan(), dests=('d1', 'd2'), max_parallel=2,
+                migrate_uris={'d1': 'tcp://10.0.0.1'})
+        self.assertEqual({'completed': 4}, result.counts())
+        self.assertEqual(4, len(specs))
+        for spec in specs:
+            expected = ({'migrate_uri': 'tcp://10.0.0.1'}
+                        if spec.destination.host == 'd1' else {})
+            self.assertEqual(expected, dict(spec.options), spec)
+        self.assertEqual({'d1', 'd2'},
+                         {s.destination.host for s in specs})
 
     def test_each_guest_gets_its_own_action(self):
         self.add('stuck-abort', 1024, dirty=5000.0)
@@ -480,9 +566,13 @@ class DrainCLITest(test_cli.CLITestCase):
         (['--dest', 'x', '--timeout-action', 'boom'],
          'timeout_action'),
         (['--dest', 'x', '--label', 'novalue'], 'Invalid --label'),
+        (['--dest', 'x', '--migrate-uri', 'tcp://a', '--migrate-uri',
+          'tcp://b'], "Invalid --migrate-uri 'tcp://a, tcp://b'"),
         (['--resume', 'drain-unknown'], 'Invalid --resume'),
         (['--resume', 'drain-unknown', '--dest', 'x'],
          'none of the planning options with --resume'),
+        (['--resume', 'drain-unknown', '--migrate-uri', 'tcp://a'],
+         '--migrate-uri; allowed: none of the planning options'),
     )
     def test_bad_input_exit_2_nothing_started(self, args):
         argv, fragment = args

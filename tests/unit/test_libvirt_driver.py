@@ -214,3 +214,86 @@ class HostDeclarationTest(test_base.ConfTestCase):
         self.assertIn('1.3.2', old[op].notes)
         self.assertEqual(caps.Support.COMPLETE,
                          old.support(caps.Operation.ABORT))
+
+
+class _Listed:
+    """A domain as listAllDomains returns it (scripted)."""
+
+    def __init__(self, name, state=(1, 1), stats=None, metadata=None):
+        self._name, self._state = name, state
+        self._stats = {'type': 0} if stats is None else stats
+        self._metadata = metadata
+
+    def name(self):
+        return self._name
+
+    def UUIDString(self):
+        return f'00000000-0000-0000-0000-{len(self._name):012d}'
+
+    def info(self):
+        return [1, 262144, 262144, 1, 0]
+
+    def state(self):
+        return list(self._state)
+
+    def jobStats(self):
+        if isinstance(self._stats, Exception):
+            raise self._stats
+        return self._stats
+
+    def metadata(self, _kind, _ns, _flags):
+        if self._metadata is None:
+            raise _Error(80, 'metadata not found')
+        return self._metadata
+
+
+class _ListLib(_Lib):
+    VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
+    VIR_DOMAIN_METADATA_ELEMENT = 2
+
+
+class ListGuestsTest(test_base.ConfTestCase):
+    """Labels and busy guests from what libvirt 9.0 answered (seen on the
+    functional pair: tests/functional/libvirt/test_drain.py)."""
+
+    def listed(self, *domains):
+        driver = LibvirtDriver(self.conf)
+        conn = type('Conn', (), {
+            'listAllDomains': lambda s, flags: list(domains)})()
+        driver._conn, driver._libvirt = conn, _ListLib
+        return {g.name: g for g in driver.list_guests()}
+
+    def test_labels_from_the_metadata_element(self):
+        got = self.listed(
+            _Listed('a', metadata='<labels>\n  <label key="tier">d&amp;b'
+                                  '</label>\n  <label key="e"/>\n'
+                                  '  <label>no key</label>\n</labels>'),
+            _Listed('b'))
+        self.assertEqual({'tier': 'd&b', 'e': ''}, dict(got['a'].labels))
+        self.assertEqual({}, dict(got['b'].labels))
+        self.assertEqual((256, base.RunState.RUNNING, ''),
+                         (got['a'].ram_mib, got['a'].state, got['a'].busy))
+
+    def test_incoming_and_busy_domains(self):
+        unsupported = _Error(84, 'migration statistics are available only '
+                                 'on the source host')
+        got = self.listed(
+            _Listed('in-precopy', (3, 2), unsupported),
+            _Listed('in-postcopy', (1, 10), unsupported),
+            _Listed('out', (1, 1), {'type': 2}),
+            _Listed('out-paused', (3, 2), {'type': 2}),
+            _Listed('idle', (1, 1), {'type': 0}))
+        for name in ('in-precopy', 'in-postcopy'):
+            self.assertIn('in progress (incoming)', got[name].busy)
+        for name in ('out', 'out-paused'):
+            self.assertIn('a job is already running', got[name].busy)
+        self.assertEqual('', got['idle'].busy)
+
+    def test_other_job_stats_errors_fail_the_listing(self):
+        err = self.assertRaises(
+            exception.DriverError, self.listed,
+            _Listed('x', (1, 1), _Error(84, 'unsupported')))
+        self.assertIn('domain listing', str(err))
+        # a domain gone since it was listed is skipped
+        self.assertEqual({}, self.listed(_Listed('y', (1, 1),
+                                                 _Error(42, 'no domain'))))

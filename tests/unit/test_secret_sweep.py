@@ -50,6 +50,7 @@ COMMANDS = {
     'watch': ('watch',),
     'drain': ('drain', '--dest',
               f'qemu+ssh://root:{SECRET}@127.0.0.1:1/system',
+              '--migrate-uri', f'tcp://u:{SECRET}@127.0.0.1:1',
               '--completion-timeout', '1'),
     'db_upgrade': ('db', 'upgrade'),
     'db_version': ('db', 'version'),

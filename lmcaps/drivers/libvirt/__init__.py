@@ -34,6 +34,7 @@ ERR_OPERATION_INVALID = 55
 ERR_OPERATION_ABORTED = 78
 ERR_NO_DOMAIN = 42
 ERR_NO_DOMAIN_METADATA = 80
+ERR_OPERATION_UNSUPPORTED = 84
 #: Namespace of the labels ``lmcaps drain`` selects by, in a domain's
 #: ``<metadata>``: ``<lmcaps:labels xmlns:lmcaps="..."><lmcaps:label
 #: key="tier">db</lmcaps:label></lmcaps:labels>``.
@@ -227,7 +228,11 @@ class LibvirtDriver(base.LiveMigrationDriver):
         return super().source_names() | {self.options.connection_uri}
 
     def _list_guests(self) -> list[base.GuestInfo]:
-        """The active domains of the source (``listAllDomains(ACTIVE)``)."""
+        """The active domains of the source (``listAllDomains(ACTIVE)``).
+
+        A domain migrating in or already in a job is listed ``busy``
+        (:meth:`_busy`).
+        """
         lv = self._libvirt
         try:
             domains = self._conn.listAllDomains(
@@ -241,16 +246,44 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 state = dom.state()
                 ram_kib = dom.info()[1]
                 labels = self._labels(dom)
+                busy = self._busy(dom, (state[0], state[1]))
                 out.append(base.GuestInfo(
                     name=dom.name(), uuid=str(dom.UUIDString()),
                     ram_mib=int(ram_kib) // 1024, labels=labels,
-                    state=jobstats.run_state((state[0], state[1]))))
+                    state=jobstats.run_state((state[0], state[1])),
+                    busy=busy))
             except lv.libvirtError as exc:
                 if exc.get_error_code() == ERR_NO_DOMAIN:
                     continue        # gone since it was listed
                 raise exception.DriverError(
                     driver=self.name, reason=f'domain listing: {exc}') from exc
         return out
+
+    def _busy(self, dom: Any, state: tuple[int, int]) -> str:
+        """Why the domain cannot be migrated now, '' when it can.
+
+        The destination side of a migration to this host is paused for
+        migration (pre-copy) or running in post-copy, and libvirt refuses
+        its job stats (VIR_ERR_OPERATION_UNSUPPORTED, "available only on
+        the source host"; libvirt 9.0).  A domain of this host with a job
+        (``jobStats`` type bounded or unbounded: a migration out, a dump)
+        cannot start a migration either.
+        """
+        lv = self._libvirt
+        try:
+            job = dom.jobStats().get('type', jobstats.JOB_NONE)
+        except lv.libvirtError as exc:
+            incoming = state in (
+                (jobstats.STATE_PAUSED, jobstats.PAUSED_MIGRATION),
+                (jobstats.STATE_RUNNING, jobstats.RUNNING_POSTCOPY))
+            if incoming and exc.get_error_code() == \
+                    ERR_OPERATION_UNSUPPORTED:
+                return 'a migration to this host is in progress (incoming)'
+            raise
+        if job in (jobstats.JOB_BOUNDED, jobstats.JOB_UNBOUNDED):
+            return ('a job is already running on the domain (libvirt job '
+                    f'type {job}, e.g. a migration out)')
+        return ''
 
     def _labels(self, dom: Any) -> dict[str, str]:
         """The domain's ``lmcaps:labels`` metadata, ``{}`` when it has none."""

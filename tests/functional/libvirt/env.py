@@ -73,7 +73,7 @@ _QEMU_CONF = ('user = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
               'stdio_handler = "file"\nmigration_port_min = {lo}\n'
               'migration_port_max = {hi}\n'
               'migration_address = "{addr}"\n')
-_GUEST_XML = """<domain type='{type}'><name>{name}</name><vcpu>1</vcpu>
+_GUEST_XML = """<domain type='{type}'><name>{name}</name><vcpu>1</vcpu>{metadata}
   <memory unit='MiB'>{ram}</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type>{loader}
     <kernel>{kernel}</kernel><cmdline>{dirty}</cmdline></os>
@@ -438,22 +438,30 @@ class LibvirtPair:
             raise RuntimeError("pair not started")
         return self.base / ("%s.serial.log" % name)
 
-    def guest_xml(self, name: str, dirty_mib: int = 8, ram_mib: int = 128) -> str:
-        """Return domain XML booting the dirtying kernel, with no disk or NIC."""
+    def guest_xml(self, name: str, dirty_mib: int = 8, ram_mib: int = 128,
+                  metadata: str = "") -> str:
+        """Return domain XML booting the dirtying kernel, with no disk or NIC.
+
+        :param metadata: XML elements for the domain's ``<metadata>``.
+        """
         loader = "<loader type='rom'>%s</loader>" % QBOOT if QBOOT.exists() else ""
         return _GUEST_XML.format(
             type=self.domain_type, name=name, ram=ram_mib, loader=loader,
+            metadata="<metadata>%s</metadata>" % metadata if metadata else "",
             kernel=build_guest_kernel(), dirty=dirty_mib,
             emulator=_which("qemu-system-x86_64"), serial=self.serial_path(name))
 
     def define_guest(self, name: str, dirty_mib: int = 8, ram_mib: int = 128,
-                     persistent: bool = False, boot_timeout: float = 30.0) -> str:
+                     persistent: bool = False, boot_timeout: float = 30.0,
+                     metadata: str = "") -> str:
         """Start a guest on src and wait until it dirties memory; return its name.
 
         :param persistent: define it before starting it (default: transient).
+        :param metadata: XML elements for the domain's ``<metadata>``.
         :raises RuntimeError: if the guest's banner does not show in time.
         """
-        xml, conn = self.guest_xml(name, dirty_mib, ram_mib), self.conn("src")
+        xml = self.guest_xml(name, dirty_mib, ram_mib, metadata)
+        conn = self.conn("src")
         if persistent:
             conn.defineXML(xml).create()
         else:
