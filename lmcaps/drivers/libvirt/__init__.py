@@ -464,9 +464,12 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 driver=self.name, reference=ref.reference,
                 detail='the domain has no migration job')
         flags = self._libvirt.VIR_MIGRATE_POSTCOPY if ref.spec.postcopy else 0
+        state = _State(dom, flags)
+        # the job runs: a later reading without one means it ended
+        state.last = jobstats.progress_of(stats, self._domain_state(state))
+        state.last_phase = state.last.phase
         return base.Migration(spec=ref.spec, data_gib=ref.data_gib,
-                              reference=ref.reference,
-                              backend=_State(dom, flags))
+                              reference=ref.reference, backend=state)
 
     def _domain_state(self, state: _State) -> tuple[int, int] | None:
         try:
@@ -514,9 +517,43 @@ class LibvirtDriver(base.LiveMigrationDriver):
                 return state.last
             if progress.phase.terminal:
                 return self._ended(state, progress.phase, progress.message)
+            return self._vanished(migration, state)
         state.last_phase = progress.phase
         state.last = progress
         return progress
+
+    def _vanished(self, migration: base.Migration,
+                  state: _State) -> base.Progress:
+        """A re-attached migration's job is gone (no migrate call here to
+        give the verdict): how it ended, as libvirt and both daemons say.
+
+        libvirt's completed-job statistics
+        (``VIR_DOMAIN_JOB_STATS_COMPLETED``) give the end where it kept
+        them; otherwise the domains' states: running on the destination is
+        completed, still on the source is failed (an abort we made that
+        libvirt accepted turns it into cancelled,
+        :meth:`LiveMigrationDriver.get_progress`); where neither says, the
+        last reading is kept and asked again.
+        """
+        lv = self._libvirt
+        try:
+            done = state.domain.jobStats(lv.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except lv.libvirtError:
+            done = {}
+        phase = jobstats.phase_of(done, None, False) if done.get(
+            'type') in (jobstats.JOB_COMPLETED, jobstats.JOB_FAILED,
+                        jobstats.JOB_CANCELLED) else None
+        if phase is not None:
+            return self._ended(state, phase, str(done.get('errmsg') or ''))
+        where = self._locate(migration)
+        if where.host is base.GuestHost.DESTINATION:
+            return self._ended(state, base.Phase.COMPLETED, '')
+        if where.host is base.GuestHost.SOURCE:
+            return self._ended(state, base.Phase.FAILED,
+                               'the migration job ended without completing '
+                               '(no job on the source, the guest is still '
+                               'there)')
+        return state.last
 
     def _final(self, state: _State, wait: float = 0.0) -> base.Progress | None:
         """The verdict of the migrate call, once it returned (or raised)."""

@@ -53,6 +53,18 @@ class _CommandBase(test_scenarios._Base):
         self.addCleanup(self._reap, proc)
         return proc
 
+    def communicate(self, proc: subprocess.Popen,
+                    timeout: float) -> tuple[str, str]:
+        """Output of a process that must end within ``timeout`` s (else the
+        test fails showing what it printed)."""
+        try:
+            return proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            self.fail(f'{proc.args[3:]} still running after {timeout} s; '
+                      f'stdout: {out[-2000:]}; stderr: {err[:6000]} ... {err[-2000:]}')
+
     @staticmethod
     def _reap(proc: subprocess.Popen) -> None:
         if proc.poll() is None:
@@ -102,7 +114,7 @@ class SignalTest(_CommandBase):
         self.wait_sending(name, proc)
         sent = time.monotonic()
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        out, err = self.communicate(proc, 60)
         took = time.monotonic() - sent
         self.assertEqual(3, proc.returncode, err)
         summary = json.loads(out)
@@ -148,8 +160,8 @@ class WatchAfterKillTest(_CommandBase):
         # nothing enforces it now; libvirtd still migrates
         dom = self.pair._lookup('src', name)
         self.assertGreater(dom.jobStats().get('memory_processed', 0), 0)
-        watch = self.spawn(conf_file, 'watch', '-f', 'json')
-        out, err = watch.communicate(timeout=120)
+        watch = self.spawn(conf_file, 'watch', '-f', 'json', '--debug')
+        out, err = self.communicate(watch, 120)
         ended = time.monotonic()
         self.assertEqual(3, watch.returncode, err)
         rows = json.loads(out)
