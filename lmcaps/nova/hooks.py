@@ -1,6 +1,6 @@
 """Turning lmcaps on and off inside nova-compute's libvirt and VMware drivers.
 
-:func:`enable` wraps nine attributes of nova 34 and :func:`disable` puts the
+:func:`enable` wraps eight attributes of nova 34 and :func:`disable` puts the
 originals back; nothing else in nova is changed (the VMware ones only where
 nova's VMware driver imports, i.e. with oslo.vmware).  libvirt:
 
@@ -21,8 +21,10 @@ VMware (:mod:`lmcaps.nova.vmware`):
   watched by lmcaps's monitor, which cancels the RelocateVM_Task at the
   deadline; nova's rollback then runs as a cancellation;
 * ``VMwareAPISession._call_method`` — captures the RelocateVM_Task that
-  ``live_migration`` creates (other calls pass straight through);
-* ``VMwareVCDriver.update_provider_tree`` — adds the lmcaps traits.
+  ``live_migration`` creates (other calls pass straight through).
+
+No traits are added on VMware: nova's own VMware tests pin the provider
+tree's traits, and they run unchanged with the hooks.
 
 With no per-instance values nova behaves as without lmcaps, except that the
 timeout action fires once per migration and is recorded as an instance
@@ -129,34 +131,23 @@ def _run_tasks(original: Callable, conf: cfg.ConfigOpts) -> Callable:
     return run_tasks
 
 
-def _traits(declaration: Callable[[Any, cfg.ConfigOpts], Any]) -> Factory:
-    """A wrapper factory of ``update_provider_tree`` for one compute driver.
-
-    :param declaration: (nova driver, conf) -> the host's declaration.
-    """
-    def factory(original: Callable, conf: cfg.ConfigOpts) -> Callable:
-        @functools.wraps(original)
-        def update_provider_tree(self: Any, provider_tree: Any,
-                                 nodename: str, allocations: Any = None
-                                 ) -> Any:
-            result = original(self, provider_tree, nodename,
-                              allocations=allocations)
-            if enabled():
-                try:
-                    traits.update_provider_tree(provider_tree, nodename,
-                                                declaration(self, conf))
-                except Exception:
-                    # Never let lmcaps break nova's resource tracking.
-                    LOG.exception('lmcaps could not update the traits of %s',
-                                  nodename)
-            return result
-        return update_provider_tree
-    return factory
-
-
-_provider_tree = _traits(nova_declaration.host_declaration)
-_vmware_provider_tree = _traits(
-    lambda driver, conf: vmware.lmcaps_driver(driver, conf).host_declaration())
+def _provider_tree(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def update_provider_tree(self: Any, provider_tree: Any, nodename: str,
+                             allocations: Any = None) -> Any:
+        result = original(self, provider_tree, nodename,
+                          allocations=allocations)
+        if enabled():
+            try:
+                traits.update_provider_tree(
+                    provider_tree, nodename,
+                    nova_declaration.host_declaration(self, conf))
+            except Exception:
+                # Never let lmcaps break nova's resource tracking.
+                LOG.exception('lmcaps could not update the traits of %s',
+                              nodename)
+        return result
+    return update_provider_tree
 
 
 def _vmware_check_source(original: Callable,
@@ -222,8 +213,6 @@ if nova_vmware is not None:
          _vmware_check_source),
         (nova_vmware.VMwareVCDriver, 'live_migration',
          _vmware_live_migration),
-        (nova_vmware.VMwareVCDriver, 'update_provider_tree',
-         _vmware_provider_tree),
         (nova_vmware_session.VMwareAPISession, '_call_method',
          _vmware_call_method),
     )
