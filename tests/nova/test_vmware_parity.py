@@ -4,10 +4,11 @@ Each class below is one of nova 34's test classes of
 ``nova.tests.unit.virt.vmwareapi`` with
 :class:`~tests.nova.fixtures.NovaHooks` added, for every module whose code
 the hooks wrap or pass through: ``test_driver_api`` (VMwareVCDriver on
-nova's fake vSphere: check_can_live_migrate_source, live_migration,
-update_provider_tree, which the hooks leave alone ...), ``test_vmops`` (``live_migration``,
-``_find_datastore_for_migration`` ...), ``test_vm_util`` (``relocate_vm``
-...) and ``test_session`` (``_call_method``, wrapped).  No per-instance
+nova's fake vSphere: check_can_live_migrate_source, live_migration, and
+update_provider_tree, which the hooks leave alone), ``test_vmops``
+(``live_migration``, ``_find_datastore_for_migration`` ...),
+``test_vm_util`` (``relocate_vm`` ...) and ``test_session``
+(``_call_method``, wrapped).  No per-instance
 values are set, so every nova assertion must hold as without lmcaps.
 """
 
