@@ -34,19 +34,25 @@ class NovaEventStore(lmcaps_events.EventStore):
 
     def __init__(self, context: Any) -> None:
         self.context = context
-        self._bound: dict[str, Any] = {}
+        self._bound: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def bind(self, context: Any) -> None:
-        """Record events of ``context.request_id`` with ``context`` (a store
-        shared by many migrations, such as the monitor's)."""
+        """Record events of ``context.request_id`` with a copy of ``context``
+        (a store shared by many migrations, such as the monitor's).
+
+        A copy: the store writes from its own thread, and a nova context
+        carries its DB transaction (oslo.db's enginefacade), so one context
+        object must not be used by two threads at once.
+        """
         with self._lock:
-            self._bound[context.request_id] = context
+            self._bound[context.request_id] = (context, copy.copy(context))
 
     def unbind(self, context: Any) -> None:
         with self._lock:
             key = context.request_id
-            if self._bound.get(key) is context:
+            found = self._bound.get(key)
+            if found is not None and found[0] is context:
                 del self._bound[key]
 
     def _context(self, request_id: str) -> Any:
@@ -55,7 +61,7 @@ class NovaEventStore(lmcaps_events.EventStore):
         with self._lock:
             bound = self._bound.get(request_id)
         if bound is not None:
-            return bound
+            return bound[1]
         ctx = copy.copy(self.context)
         ctx.request_id = request_id
         return ctx

@@ -328,6 +328,11 @@ class Relocation:
                       'source host (%s); nova handles it as a failure',
                       where, instance=self.instance)
             return False
+        # The monitor records the outcome before nova rolls back (the task
+        # has ended: it sees that on its next poll).
+        if watch.wait(END_WAIT) is None:
+            LOG.warning('lmcaps has not recorded the end of %s yet',
+                        migration.reference, instance=self.instance)
         return True
 
     def _end(self) -> None:

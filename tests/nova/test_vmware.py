@@ -9,6 +9,7 @@ ended are read from vcsim's model (its control endpoint), not from lmcaps.
 
 from __future__ import annotations
 
+import functools
 from unittest import mock
 
 from nova.compute import manager as compute_manager
@@ -128,6 +129,43 @@ class VMwareDeadlineTest(vmware_base.VMwareNovaTestCase):
         self.assertEqual('Error', outcome.result)
         self.assertIn('phase: cancelled', outcome.details)
         self.assertIn(f'guest: source (running): {source}', outcome.details)
+
+    def test_nova_rollback_leaves_the_instance_active_on_the_source(self):
+        # recover_method is the compute manager's own rollback, on the DB;
+        # only its calls to other services (neutron, placement, the
+        # destination compute) are stubbed.
+        inst = self.make_instance(extra_specs={
+            'lmcaps:completion_timeout': '1'})
+        vm, source, dest = self.place(inst)
+        self.sim.next_relocation(vm, 30.0)
+        compute = compute_manager.ComputeManager()
+        compute.driver = self.drvr
+        compute.network_api = mock.Mock()
+        compute.compute_rpcapi = mock.Mock()
+        self.stub_out('nova.compute.manager.ComputeManager.'
+                      '_revert_allocation', lambda *args, **kwargs: None)
+        migration = objects.Migration(
+            context=self.context, instance_uuid=inst.uuid,
+            source_compute='source-host', dest_compute='dest-host',
+            migration_type='live-migration', status='running')
+        migration.create()
+        data = self.migrate_data()
+        data.migration = migration
+        post = mock.Mock()
+        # As ComputeManager._do_live_migration passes it.
+        rollback = functools.partial(compute._rollback_live_migration,
+                                     source_bdms=objects.BlockDeviceMappingList())
+        result = self.drvr.live_migration(
+            self.context, inst, 'dest-host', post, rollback, False, data)
+        self.assertIsNone(result)
+        post.assert_not_called()
+        inst = objects.Instance.get_by_uuid(self.context, inst.uuid)
+        self.assertEqual((vm_states.ACTIVE, None, 'source-host'),
+                         (inst.vm_state, inst.task_state, inst.host))
+        self.assertEqual('cancelled', objects.Migration.get_by_id(
+            self.context, migration.id).status)
+        self.assertEqual(source, self.sim.vm(vm)['host'])
+        self.assertEqual(1, self.task()['cancel_calls'])
 
     def test_relocation_within_the_deadline_is_untouched(self):
         inst = self.make_instance(extra_specs={
