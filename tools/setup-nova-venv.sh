@@ -15,7 +15,8 @@ NOVA_VERSION=34.0.0
 # OpenStack's upper-constraints pin SQLAlchemy 2.0.x; with 2.1 nova's
 # DB-backed tests fail on a deprecation turned into an error.
 REQS=(
-    "nova==${NOVA_VERSION}"
+    # [vmware]: oslo.vmware, for nova's VMware driver and its tests
+    "nova[vmware]==${NOVA_VERSION}"
     "SQLAlchemy<2.1"
     ddt requests-mock oslotest stestr osprofiler testresources
     testscenarios testtools wsgi-intercept hypothesis
@@ -40,6 +41,7 @@ try:
     import sqlalchemy, stestr, ddt, oslotest, testscenarios  # noqa
     import wsgi_intercept, hypothesis, requests_mock  # noqa
     import osprofiler, testresources  # noqa
+    import oslo_vmware  # noqa
     major_minor = tuple(int(p) for p in sqlalchemy.__version__.split('.')[:2])
     ok = ok and major_minor < (2, 1)
 except Exception:

@@ -2,6 +2,8 @@
 
 * :mod:`lmcaps.nova.hooks` — ``enable()`` / ``disable()``: the per-instance
   timeout in nova's libvirt monitor, the source pre-check and the traits;
+* :mod:`lmcaps.nova.vmware` — the pre-check and the deadline (CancelTask on
+  nova's RelocateVM_Task) in nova's VMware driver;
 * :mod:`lmcaps.nova.policy` — where per-instance values come from (request,
   flavor extra specs, optionally instance metadata, then config);
 * :mod:`lmcaps.nova.request` — the os-migrateLive schema fragment;

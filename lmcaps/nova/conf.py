@@ -6,7 +6,9 @@ options (``live_migration_completion_timeout``,
 because nova's monitor and nova's migration flags act on them; ``[lmcaps]``
 adds ``force_complete_mode``, the per-instance bounds and the enabled
 pre-checks.  ``[lmcaps]`` completion_timeout_per_gib, timeout_action and
-permit_post_copy are not used inside nova.
+permit_post_copy are not used inside nova.  On VMware, where nova has no
+live-migration timeout options, ``[lmcaps_nova]
+vmware_completion_timeout_per_gib`` is the host-wide default.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ nova_opts = [
                      'and allowed_timeout_actions; set max_completion_timeout '
                      'before enabling this, or owners can ask for no timeout '
                      '(0).'),
+    cfg.IntOpt('vmware_completion_timeout_per_gib',
+               default=0, min=0, mutable=True,
+               help="Host-wide live-migration completion timeout of nova's "
+                    'VMware driver, in seconds per GiB of the flavor\'s RAM '
+                    '(at least 2 GiB), after which the RelocateVM_Task is '
+                    'cancelled; 0 = no timeout, as nova itself.  Per-instance '
+                    'values (request, flavor extra specs, instance metadata) '
+                    'override it.  nova has no such option for VMware; on '
+                    'libvirt nova\'s [libvirt] '
+                    'live_migration_completion_timeout is used.'),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import threading
 from typing import Any
 
 from nova import exception as nova_exception
@@ -33,10 +34,34 @@ class NovaEventStore(lmcaps_events.EventStore):
 
     def __init__(self, context: Any) -> None:
         self.context = context
+        self._bound: dict[str, tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, context: Any) -> None:
+        """Record events of ``context.request_id`` with a copy of ``context``
+        (a store shared by many migrations, such as the monitor's).
+
+        A copy: the store writes from its own thread, and a nova context
+        carries its DB transaction (oslo.db's enginefacade), so one context
+        object must not be used by two threads at once.
+        """
+        with self._lock:
+            self._bound[context.request_id] = (context, copy.copy(context))
+
+    def unbind(self, context: Any) -> None:
+        with self._lock:
+            key = context.request_id
+            found = self._bound.get(key)
+            if found is not None and found[0] is context:
+                del self._bound[key]
 
     def _context(self, request_id: str) -> Any:
         if request_id == self.context.request_id:
             return self.context
+        with self._lock:
+            bound = self._bound.get(request_id)
+        if bound is not None:
+            return bound[1]
         ctx = copy.copy(self.context)
         ctx.request_id = request_id
         return ctx
@@ -76,6 +101,53 @@ class NovaEventStore(lmcaps_events.EventStore):
         objects.InstanceActionEvent.event_finish_with_failure(
             ctx, instance_uuid, event, exc_val=exc_val, exc_tb=exc_tb,
             want_result=False)
+
+    def record(self, request_id: str, instance_uuid: str, event: str,
+               result: str, host: str | None = None,
+               details: str | None = None, traceback: str | None = None,
+               action: str = lmcaps_events.LIVE_MIGRATION) -> None:
+        """Record a whole event, in nova's one row per event name.
+
+        nova finishes the *first* event of a name in an action (its
+        ``action_event_finish``), so a repeated event (each attempt of the
+        monitor's timeout action, a second pre-check of one request) is
+        folded into that row: its details and traceback text gain one line
+        each (nova keeps the first 255 characters of details, the whole
+        traceback), its result is Error if any was.  A timeout-action event
+        is always Error, as in :mod:`lmcaps.nova.monitor`: the migration
+        missed its deadline, and nova keeps details only for Error.
+        """
+        if event == lmcaps_events.TIMEOUT_ACTION:
+            result = lmcaps_events.ERROR
+        previous = self._recorded(request_id, instance_uuid, event)
+        if previous is None:
+            super().record(request_id, instance_uuid, event, result,
+                           host=host, details=details, traceback=traceback,
+                           action=action)
+            return
+        if previous.result == lmcaps_events.ERROR:
+            result = lmcaps_events.ERROR
+        # nova keeps the first 255 characters of details, and the whole
+        # traceback text (which holds the details when there is none).
+        joined = '\n'.join(text for text in (previous.details, details)
+                           if text) or None
+        full = '\n'.join(text for text in (previous.traceback,
+                                           traceback or details) if text)
+        self.event_finish(request_id, instance_uuid, event, result,
+                          details=joined, traceback=full or None)
+
+    def _recorded(self, request_id: str, instance_uuid: str,
+                  event: str) -> Any:
+        """The finished ``event`` of that action, if nova has one."""
+        ctx = self._context(request_id)
+        act = objects.InstanceAction.get_by_request_id(ctx, instance_uuid,
+                                                       request_id)
+        if act is None:
+            return None
+        for ev in objects.InstanceActionEventList.get_by_action(ctx, act.id):
+            if ev.event == event and ev.finish_time is not None:
+                return ev
+        return None
 
     def list_events(self, instance_uuid: str
                     ) -> list[lmcaps_events.EventRecord]:

@@ -1,7 +1,8 @@
-"""Turning lmcaps on and off inside nova-compute's libvirt driver.
+"""Turning lmcaps on and off inside nova-compute's libvirt and VMware drivers.
 
-:func:`enable` wraps five attributes of nova 34 and :func:`disable` puts the
-originals back; nothing else in nova is changed:
+:func:`enable` wraps eight attributes of nova 34 and :func:`disable` puts the
+originals back; nothing else in nova is changed (the VMware ones only where
+nova's VMware driver imports, i.e. with oslo.vmware).  libvirt:
 
 * ``LibvirtDriver.check_can_live_migrate_source`` — then runs lmcaps's
   pre-checks (:mod:`lmcaps.nova.precheck`);
@@ -11,6 +12,19 @@ originals back; nothing else in nova is changed:
   per-instance deadline and action, once, never in post-copy;
 * ``migration.run_tasks`` — a force-complete pauses when the mode is pause;
 * ``LibvirtDriver.update_provider_tree`` — adds the lmcaps traits.
+
+VMware (:mod:`lmcaps.nova.vmware`):
+
+* ``VMwareVCDriver.check_can_live_migrate_source`` — lmcaps's pre-checks on
+  the vmware declaration (no force-complete);
+* ``VMwareVCDriver.live_migration`` — a migration with a deadline is
+  watched by lmcaps's monitor, which cancels the RelocateVM_Task at the
+  deadline; nova's rollback then runs as a cancellation;
+* ``VMwareAPISession._call_method`` — captures the RelocateVM_Task that
+  ``live_migration`` creates (other calls pass straight through).
+
+No traits are added on VMware: nova's own VMware tests pin the provider
+tree's traits, and they run unchanged with the hooks.
 
 With no per-instance values nova behaves as without lmcaps, except that the
 timeout action fires once per migration and is recorded as an instance
@@ -36,6 +50,16 @@ from lmcaps.nova import declaration as nova_declaration
 from lmcaps.nova import monitor
 from lmcaps.nova import precheck
 from lmcaps.nova import traits
+from lmcaps.nova import vmware
+
+try:
+    from nova.virt.vmwareapi import driver as nova_vmware
+    from nova.virt.vmwareapi import session as nova_vmware_session
+except ImportError as exc:   # nova without its [vmware] extra (oslo.vmware)
+    nova_vmware = nova_vmware_session = None
+    VMWARE_MISSING: str | None = f'{type(exc).__name__}: {exc}'
+else:
+    VMWARE_MISSING = None
 
 LOG = logging.getLogger(__name__)
 
@@ -126,6 +150,54 @@ def _provider_tree(original: Callable, conf: cfg.ConfigOpts) -> Callable:
     return update_provider_tree
 
 
+def _vmware_check_source(original: Callable,
+                         conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def check_can_live_migrate_source(self: Any, context: Any, instance: Any,
+                                      dest_check_data: Any,
+                                      block_device_info: Any = None) -> Any:
+        result = original(self, context, instance, dest_check_data,
+                          block_device_info)
+        if enabled():
+            precheck.check_source(
+                self, conf, context, instance,
+                lambda: vmware.source_host(self, conf, instance))
+        return result
+    return check_can_live_migrate_source
+
+
+def _vmware_live_migration(original: Callable,
+                           conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def live_migration(self: Any, context: Any, instance: Any, dest: Any,
+                       post_method: Callable, recover_method: Callable,
+                       block_migration: bool = False,
+                       migrate_data: Any = None) -> Any:
+        reloc = (vmware.begin(self, conf, context, instance) if enabled()
+                 else None)
+        if reloc is None:
+            return original(self, context, instance, dest, post_method,
+                            recover_method, block_migration, migrate_data)
+        return reloc.run(
+            lambda recover: original(self, context, instance, dest,
+                                     post_method, recover, block_migration,
+                                     migrate_data), recover_method)
+    return live_migration
+
+
+def _vmware_call_method(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def _call_method(self: Any, module: Any, method: str, *args: Any,
+                     **kwargs: Any) -> Any:
+        reloc = vmware.current(self) if method == vmware.RELOCATE else None
+        if reloc is None or not args:
+            return original(self, module, method, *args, **kwargs)
+        return reloc.relocate(
+            lambda: original(self, module, method, *args, **kwargs),
+            args[0], kwargs.get('spec'))
+    return _call_method
+
+
 #: (owner, attribute, wrapper factory), in the order they are applied.
 PATCHES: tuple[tuple[Any, str, Factory], ...] = (
     (nova_driver.LibvirtDriver, 'check_can_live_migrate_source',
@@ -135,6 +207,15 @@ PATCHES: tuple[tuple[Any, str, Factory], ...] = (
     (nova_migration, 'should_trigger_timeout_action', _should_trigger),
     (nova_migration, 'run_tasks', _run_tasks),
 )
+if nova_vmware is not None:
+    PATCHES += (
+        (nova_vmware.VMwareVCDriver, 'check_can_live_migrate_source',
+         _vmware_check_source),
+        (nova_vmware.VMwareVCDriver, 'live_migration',
+         _vmware_live_migration),
+        (nova_vmware_session.VMwareAPISession, '_call_method',
+         _vmware_call_method),
+    )
 
 
 def enabled() -> bool:
@@ -163,6 +244,9 @@ def enable(conf: cfg.ConfigOpts | None = None) -> None:
             saved.append(_Saved(owner, name, original))
         _saved = saved
         LOG.info('lmcaps hooks enabled in nova-compute')
+        if VMWARE_MISSING:
+            LOG.info("lmcaps: nova's VMware driver is not importable "
+                     '(%s); its hooks are not in place', VMWARE_MISSING)
 
 
 def disable() -> None:
@@ -174,3 +258,4 @@ def disable() -> None:
         for item in reversed(_saved):
             setattr(item.owner, item.name, item.original)
         _saved = None
+    vmware.stop_monitor()

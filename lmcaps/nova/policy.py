@@ -7,11 +7,14 @@ One precedence, first wins, field by field:
    seconds), ``lmcaps:timeout_action``, ``lmcaps:force_complete_mode``;
 3. ``metadata`` — the same keys in instance metadata, only with
    ``[lmcaps_nova] instance_metadata = True``;
-4. ``config`` — nova's ``[libvirt] live_migration_completion_timeout`` (per
-   GiB) and ``live_migration_timeout_action``, and ``[lmcaps]
-   force_complete_mode``.  Post-copy is permitted when nova's ``[libvirt]
-   live_migration_permit_post_copy`` is True (nova then starts migrations with
-   VIR_MIGRATE_POSTCOPY).
+4. ``config`` — the compute driver's host-wide values (:class:`HostDefaults`)
+   and ``[lmcaps] force_complete_mode``.  On libvirt: nova's ``[libvirt]
+   live_migration_completion_timeout`` (per GiB) and
+   ``live_migration_timeout_action``; post-copy is permitted when nova's
+   ``[libvirt] live_migration_permit_post_copy`` is True (nova then starts
+   migrations with VIR_MIGRATE_POSTCOPY).  On VMware, where nova has no
+   such options: ``[lmcaps_nova] vmware_completion_timeout_per_gib`` (0 =
+   never, as nova's VMware driver) and abort (:mod:`lmcaps.nova.vmware`).
 
 Every per-instance value is checked by the pre-checks against ``[lmcaps]``
 min/max_completion_timeout and allowed_timeout_actions.
@@ -19,6 +22,7 @@ min/max_completion_timeout and allowed_timeout_actions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -107,6 +111,52 @@ def instance_layers(conf: cfg.ConfigOpts, context: Any,
     return layers
 
 
+@dataclasses.dataclass(frozen=True)
+class HostDefaults:
+    """The host-wide values of a nova compute driver, the ``config`` layer.
+
+    :param completion_timeout: seconds for this migration (already
+        multiplied by its GiB); 0 = never.
+    :param timeout_action: ``abort`` or ``force_complete``.
+    :param permit_post_copy: whether a force-complete may switch to
+        post-copy on this host.
+    """
+
+    completion_timeout: int
+    timeout_action: str
+    permit_post_copy: bool
+
+    def layered(self, layers: Layers) -> list[tuple[str, Mapping]]:
+        """``layers`` followed by these values as the config layer."""
+        return [*layers, (CONFIG, {
+            'completion_timeout': self.completion_timeout,
+            'timeout_action': self.timeout_action,
+        })]
+
+    def resolve(self, conf: cfg.ConfigOpts,
+                layers: Layers) -> lmcaps_policy.EffectivePolicy:
+        """The effective policy of ``layers`` over these values.
+
+        :raises: InvalidRequest for a timeout out of range.
+        """
+        # data_gib does not matter: the config layer always gives a timeout.
+        return lmcaps_policy.resolve(conf, 2.0, self.layered(layers),
+                                     permit_post_copy=self.permit_post_copy)
+
+
+def libvirt_defaults(conf: cfg.ConfigOpts,
+                     completion_timeout: int) -> HostDefaults:
+    """nova's ``[libvirt]`` options as the config layer.
+
+    :param completion_timeout: nova's host-wide timeout for this migration in
+        seconds (:func:`config_timeout`); 0 = never.
+    """
+    return HostDefaults(
+        completion_timeout=completion_timeout,
+        timeout_action=conf.libvirt.live_migration_timeout_action,
+        permit_post_copy=conf.libvirt.live_migration_permit_post_copy)
+
+
 def config_timeout(conf: cfg.ConfigOpts, data_gb: float) -> int:
     """nova's host-wide completion timeout in seconds, as its monitor does."""
     return int(conf.libvirt.live_migration_completion_timeout * data_gb)
@@ -119,10 +169,7 @@ def with_config(conf: cfg.ConfigOpts, layers: Layers,
     :param completion_timeout: nova's host-wide timeout for this migration in
         seconds (:func:`config_timeout`); 0 = never.
     """
-    return [*layers, (CONFIG, {
-        'completion_timeout': completion_timeout,
-        'timeout_action': conf.libvirt.live_migration_timeout_action,
-    })]
+    return libvirt_defaults(conf, completion_timeout).layered(layers)
 
 
 def resolve(conf: cfg.ConfigOpts, layers: Layers,
@@ -132,7 +179,4 @@ def resolve(conf: cfg.ConfigOpts, layers: Layers,
     :param completion_timeout: nova's host-wide timeout for this migration in
         seconds (:func:`config_timeout`); 0 = never.
     """
-    # data_gib does not matter: the config layer always gives a timeout.
-    return lmcaps_policy.resolve(
-        conf, 2.0, with_config(conf, layers, completion_timeout),
-        permit_post_copy=conf.libvirt.live_migration_permit_post_copy)
+    return libvirt_defaults(conf, completion_timeout).resolve(conf, layers)

@@ -1,6 +1,7 @@
 """lmcaps's pre-checks in nova's source pre-check.
 
-Runs after nova's own ``LibvirtDriver.check_can_live_migrate_source`` and
+Runs after nova's own ``check_can_live_migrate_source`` (``LibvirtDriver``,
+``VMwareVCDriver``; the compute driver's part is a :class:`SourceHost`) and
 refuses with ``MigrationPreCheckError``, the one error for which nova's
 conductor keeps the instance's vm_state (ACTIVE); nova then records its
 ``compute_check_can_live_migrate_source`` event as Error with the reason.
@@ -12,14 +13,17 @@ event.  The checks are evaluated once either way.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from nova import exception as nova_exception
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from lmcaps import capabilities as caps
 from lmcaps import checks as lmcaps_checks
 from lmcaps import conf as lmcaps_conf
 from lmcaps import events as lmcaps_events
@@ -48,11 +52,41 @@ def runner(conf: cfg.ConfigOpts) -> lmcaps_checks.PreCheckRunner:
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceHost:
+    """What the source's compute driver says about one migration.
+
+    :param declaration: the host's declaration.
+    :param data_gb: GiB the migration moves, as nova counts it.
+    :param defaults: the driver's host-wide values for this migration.
+    """
+
+    declaration: caps.Declaration
+    data_gb: float
+    defaults: nova_policy.HostDefaults
+
+
+def libvirt_source(driver: Any, conf: cfg.ConfigOpts,
+                   instance: Any) -> SourceHost:
+    """The :class:`SourceHost` of nova's LibvirtDriver."""
+    data_gb = driver._live_migration_data_gb(instance, [])
+    return SourceHost(
+        declaration=nova_declaration.host_declaration(driver, conf),
+        data_gb=data_gb,
+        defaults=nova_policy.libvirt_defaults(
+            conf, nova_policy.config_timeout(conf, data_gb)))
+
+
 def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
-                 instance: Any) -> checks_base.CheckContext | None:
+                 instance: Any,
+                 source: Callable[[], SourceHost] | None = None
+                 ) -> checks_base.CheckContext | None:
     """Run lmcaps's pre-checks for a live migration of ``instance``.
 
-    :param driver: nova's LibvirtDriver on the source.
+    :param driver: nova's compute driver on the source.
+    :param source: gives the driver's :class:`SourceHost` (called once,
+        after the per-instance values were read); default: ``driver`` is
+        nova's LibvirtDriver (:func:`libvirt_source`).
     :returns: the check context when the checks passed.
     :raises: nova.exception.MigrationPreCheckError with lmcaps's reasons,
         also when lmcaps itself fails (so the instance never goes to ERROR).
@@ -69,10 +103,9 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
                         traceback.format_exc())
         raise nova_exception.MigrationPreCheckError(reason=reason) from exc
     try:
-        data_gb = driver._live_migration_data_gb(instance, [])
-        all_layers = nova_policy.with_config(
-            conf, layers, nova_policy.config_timeout(conf, data_gb))
-        declaration = nova_declaration.host_declaration(driver, conf)
+        host = (source() if source is not None
+                else libvirt_source(driver, conf, instance))
+        all_layers = host.defaults.layered(layers)
         checks = runner(conf)
     except Exception as exc:
         reason = _crashed(instance, exc)
@@ -83,9 +116,9 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
         # One evaluation; on host-wide defaults a pass adds no event.
         verdict = lmcaps_precheck.run(
             conf, store, context.request_id, instance.uuid, all_layers,
-            declaration=declaration, data_gib=data_gb, runner=checks,
-            host=conf.host, record_success=bool(layers),
-            permit_post_copy=conf.libvirt.live_migration_permit_post_copy)
+            declaration=host.declaration, data_gib=host.data_gb,
+            runner=checks, host=conf.host, record_success=bool(layers),
+            permit_post_copy=host.defaults.permit_post_copy)
     except exception.MigrationPreCheckFailed as exc:
         raise nova_exception.MigrationPreCheckError(reason=exc.message)
     except Exception as exc:  # run() has recorded the event, if it could

@@ -247,3 +247,44 @@ class SessionHelpersTest(test_base.ConfTestCase):
         self.assertIn('ca_file', str(tls))
         lost = conn.error('read task', OSError('Connection refused'))
         self.assertIn('vCenter unreachable', str(lost))
+
+
+class _Session:
+    """An embedding host's logged-in session; records what is asked of it."""
+
+    vim = object()
+
+    def __init__(self):
+        self.calls = []
+
+    def invoke_api(self, module, method, *args, **kwargs):
+        self.calls.append(method)
+        return _Ref('host-7')
+
+    def logout(self):
+        self.calls.append('logout')
+
+
+class AdoptedSessionTest(test_base.ConfTestCase):
+
+    def test_adopted_session_is_used_and_never_logged_out(self):
+        session = _Session()
+        driver = vmware.VMwareDriver(self.conf)
+        driver.adopt(session, 'vCenter vc:443')
+        self.assertEqual('vCenter vc:443', driver.conn.where)
+        self.assertEqual('host-7', driver.conn.prop(
+            driver.conn.moref('vm-1', 'VirtualMachine'),
+            'runtime.host').value)
+        driver.close()
+        self.assertEqual(['get_object_property'], session.calls)
+
+    def test_track_gives_the_handle_of_a_started_task(self):
+        driver = vmware.VMwareDriver(self.conf)
+        spec = base.MigrationSpec(instance='uuid-1', destination='host-2')
+        migration = driver.track(spec, 'task-9', 'vm-1', 'host-1', 'host-2',
+                                 data_gib=4.0)
+        self.assertEqual(('task-9', 4.0, {'cancel_sent': False}),
+                         (migration.reference, migration.data_gib,
+                          migration.backend))
+        self.assertEqual({'vm': 'vm-1', 'source_host': 'host-1',
+                          'dest_host': 'host-2'}, dict(migration.extra))

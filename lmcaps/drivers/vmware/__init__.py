@@ -80,6 +80,16 @@ class VMwareDriver(base.LiveMigrationDriver):
         if self._conn is None:
             self._conn = vsession.Connection(self.name, self.options)
 
+    def adopt(self, session: Any, where: str) -> None:
+        """Use a session the embedding host logged in (nova's driver holds
+        one); :meth:`close` then leaves it logged in.
+
+        :param session: an ``oslo_vmware.api.VMwareAPISession``.
+        :param where: the vCenter address, for error messages.
+        """
+        self.close()
+        self._conn = vsession.Connection.borrow(self.name, session, where)
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -195,13 +205,28 @@ class VMwareDriver(base.LiveMigrationDriver):
         task = self._guard('RelocateVM_Task', lambda: self.conn.call(
             'RelocateVM_Task', vm, spec=relocate,
             priority='defaultPriority'))
-        extra = {'vm': vm.value, 'dest_host': dest.data['host'],
-                 'source_host': getattr(source, 'value', '')}
         LOG.info('vmware: RelocateVM_Task %s moves %s from %s to %s',
-                 task.value, vm.value, extra['source_host'],
-                 extra['dest_host'])
-        return base.Migration(spec=spec, data_gib=2.0, reference=task.value,
-                              backend={'cancel_sent': False}, extra=extra)
+                 task.value, vm.value, getattr(source, 'value', ''),
+                 dest.data['host'])
+        return self.track(spec, task.value, vm.value,
+                          getattr(source, 'value', ''), dest.data['host'])
+
+    def track(self, spec: base.MigrationSpec, task: str, vm: str,
+              source_host: str, dest_host: str,
+              data_gib: float = 2.0) -> base.Migration:
+        """A handle on a RelocateVM_Task that has just been created, by this
+        driver or by the embedding host (nova's vmops), for the monitor.
+
+        :param task: the task's moref value (``task-123``).
+        :param vm, source_host, dest_host: morefs (``vm-1``, ``host-2``) of
+            the VM, the host it runs on and the RelocateSpec's host.
+        :param data_gib: the data the per-GiB timeout is based on.
+        """
+        return base.Migration(
+            spec=spec, data_gib=data_gib, reference=task,
+            backend={'cancel_sent': False},
+            extra={'vm': vm, 'dest_host': dest_host,
+                   'source_host': source_host})
 
     def _reattach(self, ref: base.MigrationRef) -> base.Migration:
         probe = base.Migration(spec=ref.spec, data_gib=ref.data_gib,

@@ -133,6 +133,7 @@ class Connection:
             raise exception.DriverError(
                 driver=driver, reason='[lmcaps_vmware] host_ip is not set')
         self.where = f'{options.host_scheme}://{host}:{port}'
+        self._owned = True
         tls = dict(cacert=options.ca_file or None,
                    insecure=bool(options.insecure))
         wsdl = options.wsdl_location or None
@@ -151,6 +152,35 @@ class Connection:
             raise self.error('login', exc) from None
         except Exception as exc:  # suds, requests, oslo.vmware
             raise self.error('connect', exc) from None
+
+    @classmethod
+    def borrow(cls, driver: str, session: Any, where: str) -> Connection:
+        """A Connection over a session someone else logged in and owns.
+
+        An embedding host (nova's VMwareVCDriver) already holds an
+        oslo.vmware ``VMwareAPISession``; the driver's calls then go through
+        it, and :meth:`close` leaves it logged in.
+
+        :param session: an ``oslo_vmware.api.VMwareAPISession``.
+        :param where: the vCenter address, for error messages.
+        :raises: DriverLoadFailed without oslo.vmware.
+        """
+        try:
+            from oslo_vmware import exceptions as vexc
+            from oslo_vmware import vim_util
+        except ImportError as exc:
+            raise exception.DriverLoadFailed(
+                name=driver, reason='oslo.vmware is not installed '
+                                    '(pip install lmcaps[vmware])') from exc
+        conn = cls.__new__(cls)
+        conn.driver = driver
+        conn.vexc = vexc
+        conn.vim_util = vim_util
+        conn._password = ''
+        conn.where = where
+        conn.session = session
+        conn._owned = False
+        return conn
 
     def error(self, what: str, exc: BaseException) -> exception.DriverError:
         """One DriverError line for a failed call, password scrubbed."""
@@ -221,6 +251,9 @@ class Connection:
         return self.session.vim.client.factory
 
     def close(self) -> None:
+        """Log out, unless the session was borrowed (:meth:`borrow`)."""
+        if not self._owned:
+            return
         try:
             self.session.logout()
         except Exception:
