@@ -237,7 +237,27 @@ class MemoryEventStore(EventStore):
                     (host is None or ev['host'] == host)]
 
 
-class Buffered(EventStore):
+class _Wrapping(EventStore):
+    """A store in front of ``self.store``: what it does not change goes
+    through."""
+
+    store: EventStore
+
+    def list_events(self, instance_uuid: str) -> list[EventRecord]:
+        return self.store.list_events(instance_uuid)
+
+    def find_events(self, event: str,
+                    host: str | None = None) -> list[EventRecord]:
+        return self.store.find_events(event, host=host)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)   # url, list_actions, engine...
+
+
+class Buffered(_Wrapping):
     """Collects whole events (``record``, or ``event_start`` then
     ``event_finish``) and writes them with one :meth:`flush` —
     :meth:`EventStore.record_many`, one transaction with the SQL store.
@@ -296,21 +316,8 @@ class Buffered(EventStore):
             del self._items[:len(items)]
         return len(items)
 
-    def list_events(self, instance_uuid: str) -> list[EventRecord]:
-        return self.store.list_events(instance_uuid)
 
-    def find_events(self, event: str,
-                    host: str | None = None) -> list[EventRecord]:
-        return self.store.find_events(event, host=host)
-
-    def close(self) -> None:
-        self.store.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-
-class InstanceKeyed(EventStore):
+class InstanceKeyed(_Wrapping):
     """A store that records an instance given by name under its UUID key.
 
     Callers name the guest as the user did (a libvirt domain name, say);
@@ -371,16 +378,6 @@ class InstanceKeyed(EventStore):
 
     def list_events(self, instance_uuid: str) -> list[EventRecord]:
         return self.store.list_events(self._key(instance_uuid))
-
-    def find_events(self, event: str,
-                    host: str | None = None) -> list[EventRecord]:
-        return self.store.find_events(event, host=host)
-
-    def close(self) -> None:
-        self.store.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)   # url, list_actions, engine...
 
 
 def details_text(lines: Mapping[str, str] | list[str]) -> str:

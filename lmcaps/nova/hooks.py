@@ -77,7 +77,10 @@ _lock = threading.Lock()
 _saved: list[_Saved] | None = None
 
 
-def _check_source(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+def _check_source(original: Callable, conf: cfg.ConfigOpts, *,
+                  vmware_host: bool = False) -> Callable:
+    """lmcaps's pre-check after nova's own; on a VMware compute the host
+    is read from vCenter (:func:`lmcaps.nova.vmware.source_host`)."""
     @functools.wraps(original)
     def check_can_live_migrate_source(self: Any, context: Any, instance: Any,
                                       dest_check_data: Any,
@@ -85,7 +88,12 @@ def _check_source(original: Callable, conf: cfg.ConfigOpts) -> Callable:
         result = original(self, context, instance, dest_check_data,
                           block_device_info)
         if enabled():
-            precheck.check_source(self, conf, context, instance)
+            if vmware_host:
+                precheck.check_source(
+                    self, conf, context, instance,
+                    lambda: vmware.source_host(self, conf, instance))
+            else:
+                precheck.check_source(self, conf, context, instance)
         return result
     return check_can_live_migrate_source
 
@@ -152,18 +160,7 @@ def _provider_tree(original: Callable, conf: cfg.ConfigOpts) -> Callable:
 
 def _vmware_check_source(original: Callable,
                          conf: cfg.ConfigOpts) -> Callable:
-    @functools.wraps(original)
-    def check_can_live_migrate_source(self: Any, context: Any, instance: Any,
-                                      dest_check_data: Any,
-                                      block_device_info: Any = None) -> Any:
-        result = original(self, context, instance, dest_check_data,
-                          block_device_info)
-        if enabled():
-            precheck.check_source(
-                self, conf, context, instance,
-                lambda: vmware.source_host(self, conf, instance))
-        return result
-    return check_can_live_migrate_source
+    return _check_source(original, conf, vmware_host=True)
 
 
 def _vmware_live_migration(original: Callable,
