@@ -86,8 +86,21 @@ def run(conf: cfg.ConfigOpts, args: argparse.Namespace, out: TextIO,
         validation.request_id(args.resume)
     else:
         options, selection, rules, command_line = _inputs(args)
-    driver = cli_main.load_driver(conf, args.driver)
     store = events_sql.SQLEventStore.from_conf(conf)
+    driver_name = args.driver
+    if args.resume is not None and driver_name is None:
+        # the drain's own driver, as recorded in its plan
+        try:
+            driver_name = lmcaps_drain.load(store, args.resume).plan.get(
+                'driver')
+        except BaseException:
+            store.close()
+            raise
+    try:
+        driver = cli_main.load_driver(conf, driver_name)
+    except BaseException:
+        store.close()
+        raise
     display = drain_cmd.Display(err)
     try:
         if args.resume is not None:

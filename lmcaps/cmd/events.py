@@ -36,7 +36,14 @@ class Events(lister.Lister):
         from lmcaps import events_sql  # SQLAlchemy only for this command
         from lmcaps import validation
 
-        key = validation.instance_key(parsed_args.instance, 'INSTANCE')
+        instance = parsed_args.instance
+        if instance.startswith('drain-'):
+            # a drain's own events, under the id ``lmcaps drain`` printed
+            from lmcaps import drain as lmcaps_drain
+            validation.instance_key(instance, 'INSTANCE')
+            key = lmcaps_drain.drain_key(instance)
+        else:
+            key = validation.instance_key(instance, 'INSTANCE')
         if parsed_args.request_id:
             validation.request_id(parsed_args.request_id)
         store = events_sql.SQLEventStore.from_conf(cli_main.conf_of(self.app))

@@ -129,19 +129,30 @@ class ProgressView:
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise ``Interrupted`` like SIGINT raises
-    KeyboardInterrupt, so a migration is never left unenforced."""
+    KeyboardInterrupt, so a migration is never left unenforced; only the
+    first signal counts, and after one, later ones are ignored until the
+    process exits."""
     from lmcaps import migrate as lmcaps_migrate
 
+    received: list[int] = []
+
     def handler(signum: int, _frame: object) -> None:
+        if received:
+            return          # a second signal changes nothing
+        received.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise lmcaps_migrate.Interrupted(signal.Signals(signum).name)
 
     saved = {sig: signal.signal(sig, handler)
-             for sig in (signal.SIGTERM, signal.SIGHUP)}
+             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
         for sig, old in saved.items():
-            signal.signal(sig, old)
+            # once interrupted, a late signal (the outcome is being
+            # printed) must not kill the process before its exit code
+            signal.signal(sig, signal.SIG_IGN if received else old)
 
 
 class Migrate(show.ShowOne):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 
 import ddt
 import fixtures
+from oslotest import base as test_base
 
 from lmcaps import events_sql
 from lmcaps import validation
@@ -201,3 +203,44 @@ class VerdictTest(test_cli.CLITestCase):
             self.assertEqual(1, code, (name, err))
             self.assertIn('failed', out.split(), (name, out))
             self.assertNotIn('verified', out.split(), (name, out))
+
+
+class LaterSignalsTest(test_base.BaseTestCase):
+    """After the first SIGTERM/SIGINT, later ones change nothing: the
+    abort goes on, the outcome is printed and the exit code is 3."""
+
+    def _run(self, sig: int) -> tuple[int, str]:
+        import time
+        state = self.useFixture(fixtures.TempDir()).path
+        conf = os.path.join(state, 'lmcaps.conf')
+        with open(conf, 'w') as f:
+            f.write(f'[lmcaps]\nstate_path = {state}\ndriver = fake\n'
+                    'monitor_poll_interval = 0.05\n'
+                    '[lmcaps_fake]\ndirty_rate_mib = 2000\n')
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'lmcaps', '--config-file', conf,
+             'migrate', 'vm1', '--dest', 'other', '--completion-timeout',
+             '60', '--timeout-action', 'abort'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)             # started and watched
+        self.assertIsNone(proc.poll())
+        proc.send_signal(sig)
+        for _ in range(60):         # keep signalling for 3 s
+            time.sleep(0.05)
+            if proc.poll() is not None:
+                break
+            proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+        return proc.returncode, err
+
+    def test_repeated_sigterm(self):
+        import signal
+        code, err = self._run(signal.SIGTERM)
+        self.assertEqual(3, code, err)
+        self.assertIn('aborted (interrupted by SIGTERM)', err)
+
+    def test_repeated_sigint(self):
+        import signal
+        code, err = self._run(signal.SIGINT)
+        self.assertEqual(3, code, err)
+        self.assertIn('aborted (interrupted by SIGINT)', err)
