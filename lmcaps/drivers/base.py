@@ -303,6 +303,9 @@ class LiveMigrationDriver(abc.ABC):
                 driver=self.name, reason='malformed progress: ' +
                 '; '.join(problems))
         if progress.phase.terminal:
+            # an end read while our abort call is still in flight is
+            # classified once that call returned (briefly waited for)
+            migration.abort_settled.wait(min(1.0, self.call_timeout / 2))
             progress = self._classify_end(migration, progress)
             migration.final = progress
         return progress
@@ -362,8 +365,12 @@ class LiveMigrationDriver(abc.ABC):
             answer within ``[lmcaps] driver_call_timeout``.
         """
         self.require(caps.Operation.ABORT)
-        self._bounded(lambda: self._abort(migration), 'abort')
-        migration.abort_accepted_at = time.monotonic()
+        migration.abort_settled.clear()
+        try:
+            self._bounded(lambda: self._abort(migration), 'abort')
+            migration.abort_accepted_at = time.monotonic()
+        finally:
+            migration.abort_settled.set()
 
     def force_complete(self, migration: Migration,
                        mode: caps.ForceCompleteMode) -> None:

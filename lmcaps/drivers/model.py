@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -289,6 +290,13 @@ class MigrationRef:
             raise ValueError(f'not a migration reference: {exc}') from exc
 
 
+def _settled() -> threading.Event:
+    """An event that is set: no abort call in flight."""
+    done = threading.Event()
+    done.set()
+    return done
+
+
 @dataclasses.dataclass(eq=False)
 class Migration:
     """A handle on one running migration, returned by ``start_migration``.
@@ -313,6 +321,9 @@ class Migration:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: monotonic time our abort was accepted by the backend (set by abort()).
     abort_accepted_at: float | None = None
+    #: set while no abort call is in flight (cleared by abort() meanwhile)
+    abort_settled: threading.Event = dataclasses.field(
+        default_factory=_settled, repr=False, compare=False)
     #: the terminal progress once seen (terminal phases are sticky).
     final: Progress | None = None
 
