@@ -71,6 +71,20 @@ _GOLDEN = (math.sqrt(5) - 1) / 2
 R = latch_mod.Result
 
 
+def _predicted_end(progress: base.Progress | None) -> float | None:
+    """Seconds until a pre-copy reading predicts the migration ends, or
+    None where it says too little (no rate, not converging, other phase)."""
+    if progress is None or progress.phase is not base.Phase.PRECOPY:
+        return None
+    remaining, rate = progress.data_remaining, progress.transfer_rate
+    if remaining is None or not rate:
+        return None
+    net = rate - (progress.memory_dirty_rate or 0)
+    if net <= 0:
+        return None
+    return remaining / net
+
+
 class _Timer(enum.IntEnum):
     ACTION = 0
     POLL = 1
@@ -493,7 +507,21 @@ class TimeoutMonitor:
                                    self._clock() + self._next_poll(st))
 
     def _next_poll(self, st: State) -> float:
-        """Seconds to the next regular reading (effects have their own)."""
+        """Seconds to the next reading (effects have their own timers).
+
+        The poll interval, or sooner where the last reading predicts the
+        end before then: ``data_remaining / (transfer_rate -
+        memory_dirty_rate)``, read at that moment so an end is seen (and a
+        drain's slot freed) without waiting out the interval.  At most one
+        such early reading follows a regular one, so a migration whose
+        prediction keeps moving (a new pre-copy iteration) is never read
+        more than twice per interval.
+        """
+        early, st.early_poll = st.early_poll, False
+        eta = None if early else _predicted_end(st.progress)
+        if eta is not None and eta < self.poll_interval:
+            st.early_poll = True
+            return max(self._tick, eta)
         return self.poll_interval
 
     def _after_poll(self, st: State) -> None:

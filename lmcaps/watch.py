@@ -81,6 +81,7 @@ class State:
     unusable_reported: bool = False    # deadline reached, nothing usable
     progress: base.Progress | None = None   # the last reading
     read_at: float | None = None
+    early_poll: bool = False        # the pending poll is at a predicted end
     interrupted: str | None = None
     paused: bool = False            # our pause took effect
     concluding: bool = False

@@ -206,9 +206,11 @@ class _Sim:
             data_total=int(self.ram * MIB),
             data_processed=int(processed * MIB),
             data_remaining=int(remaining * MIB),
-            memory_dirty_rate=int(self.dirty_rate * MIB) if self.dirtying
-            else 0,
-            transfer_rate=0 if self.phase.terminal else int(self.rate * MIB),
+            # rates per wall second, as a client outside the world sees them
+            memory_dirty_rate=int(self.dirty_rate * MIB * self.time_scale)
+            if self.dirtying else 0,
+            transfer_rate=0 if self.phase.terminal
+            else int(self.rate * MIB * self.time_scale),
             iteration=self.iteration,
             message=self.message or ('final copy, guest paused'
                                      if self.final_copy else ''))

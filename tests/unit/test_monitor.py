@@ -56,6 +56,7 @@ class ScriptedDriver(base.LiveMigrationDriver):
                           'pause': P.PAUSED} if reactions is None else reactions
         self.errors = errors or {}
         self.delay = delay
+        self.fields = {}        # more Progress fields for every reading
         self.calls = []
         self._lock = threading.Lock()
         self._inflight = collections.Counter()
@@ -101,7 +102,7 @@ class ScriptedDriver(base.LiveMigrationDriver):
         step = self.script.popleft() if self.script else self.phase
         if isinstance(step, Exception):
             raise step
-        return base.Progress(phase=step)
+        return base.Progress(phase=step, **self.fields)
 
     def _locate(self, migration):
         self._call(migration, 'locate')
@@ -180,6 +181,37 @@ class DeadlineTest(MonitorTestCase):
         self.at(30.0005)
         self.assertEqual(1, driver.count('abort'))
         # the first poll (at the start) and one reading to see the effect
+        self.assertEqual(2, driver.count('get_progress'))
+
+    def test_predicted_end_is_read_then_the_interval_resumes(self):
+        driver = self.driver()
+        # 200 MiB left at a net 1000 MiB/s: the end is due in 0.2 s
+        driver.fields = {'data_remaining': 200 * 2**20,
+                         'transfer_rate': 2000 * 2**20,
+                         'memory_dirty_rate': 1000 * 2**20}
+        self.watch(driver, self.policy(completion_timeout=30))
+        self.at(0.0)
+        self.assertEqual(1, driver.count('get_progress'))
+        self.at(0.25)   # before the regular reading at 0.5
+        self.assertEqual(2, driver.count('get_progress'))
+        # one early reading per interval: the next is a regular one
+        self.at(0.6)
+        self.assertEqual(2, driver.count('get_progress'))
+        self.at(0.85)
+        self.assertEqual(3, driver.count('get_progress'))
+        self.at(1.1)    # early again, 0.2 s after a regular reading
+        self.assertEqual(4, driver.count('get_progress'))
+
+    def test_no_early_reading_when_not_converging(self):
+        driver = self.driver()
+        driver.fields = {'data_remaining': 10 * 2**20,
+                         'transfer_rate': 1000 * 2**20,
+                         'memory_dirty_rate': 1000 * 2**20}
+        self.watch(driver, self.policy(completion_timeout=30))
+        self.at(0.0)
+        self.at(0.45)
+        self.assertEqual(1, driver.count('get_progress'))
+        self.at(0.5)
         self.assertEqual(2, driver.count('get_progress'))
 
     def test_fires_once_however_often_polled(self):
