@@ -57,6 +57,8 @@ def one_line(exc: BaseException) -> str:
     """
     if isinstance(exc, exception.LmcapsException):
         text = exc.message
+    elif isinstance(exc, KeyboardInterrupt):
+        text = 'interrupted by SIGINT'
     elif isinstance(exc, cfg.Error):
         text = str(exc)
     else:
@@ -68,7 +70,14 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
+#: Exit code after a SIGINT that no command handled (128 + SIGINT, as a
+#: shell reports it).
+INTERRUPTED = 130
+
+
 def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
     return 2 if isinstance(exc, USAGE_ERRORS) else 1
 
 

@@ -222,8 +222,9 @@ class LaterSignalsTest(test_base.BaseTestCase):
              'migrate', 'vm1', '--dest', 'other', '--completion-timeout',
              '60', '--timeout-action', 'abort'],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.0)             # started and watched
-        self.assertIsNone(proc.poll())
+        # started and watched once the first progress line is printed
+        first = proc.stderr.readline()
+        self.assertIn('vm1: precopy', first)
         proc.send_signal(sig)
         for _ in range(60):         # keep signalling for 3 s
             time.sleep(0.05)
@@ -231,13 +232,34 @@ class LaterSignalsTest(test_base.BaseTestCase):
                 break
             proc.send_signal(sig)
         _out, err = proc.communicate(timeout=60)
-        return proc.returncode, err
+        return proc.returncode, first + err
 
     def test_repeated_sigterm(self):
         import signal
         code, err = self._run(signal.SIGTERM)
         self.assertEqual(3, code, err)
         self.assertIn('aborted (interrupted by SIGTERM)', err)
+
+    def test_sigint_before_anything_started(self):
+        state = self.useFixture(fixtures.TempDir()).path
+        conf = os.path.join(state, 'lmcaps.conf')
+        with open(conf, 'w') as f:
+            f.write(f'[lmcaps]\nstate_path = {state}\n')
+        proc = subprocess.Popen(
+            [sys.executable, '-c',
+             'import os, signal, sys\n'
+             'from lmcaps.cmd import main\n'
+             'from lmcaps.cmd import report\n'
+             'def stop(*_a, **_k):\n'
+             '    os.kill(os.getpid(), signal.SIGINT)\n'
+             'report.Report.take_action = stop\n'
+             'sys.exit(main.main(sys.argv[1:]))\n',
+             '--config-file', conf, 'report'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=state)
+        _out, err = proc.communicate(timeout=60)
+        self.assertEqual(130, proc.returncode, err)
+        self.assertEqual('lmcaps: error: interrupted by SIGINT\n', err)
 
     def test_repeated_sigint(self):
         import signal
