@@ -106,6 +106,9 @@ class Item:
         ``aborted``, ``cancelled``, ``failed``, ``continues`` (interrupted
         in post-copy), ``not started`` (the drain stopped first) or
         ``refused``.
+    :param interrupted: the signal that stopped the drain before this
+        guest started, or whose abort ended its migration (``--resume``
+        migrates such a guest again).
     """
 
     guest: base.GuestInfo
@@ -126,6 +129,7 @@ class Item:
     location: str | None = None
     started_at: float | None = None     # monotonic, last attempt
     ended_at: float | None = None
+    interrupted: str | None = None
 
     @property
     def name(self) -> str:
@@ -162,7 +166,7 @@ class Item:
         return {'guest': self.name, 'uuid': self.guest.uuid,
                 'ram_mib': self.guest.ram_mib, 'order': self.order,
                 'outcome': self.status, 'refused': self.refused,
-                'error': self.error, 'destination': self.destination,
+                'interrupted': self.interrupted, 'error': self.error, 'destination': self.destination,
                 'attempts': self.attempts,
                 'guest_on': self.location,
                 'action': None if s is None else s.action,

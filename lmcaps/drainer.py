@@ -149,7 +149,7 @@ class Drainer:
                     self.interrupt(getattr(exc, 'signal_name', 'SIGINT'))
             self._live = False
         for item in self.waiting:
-            item.status = 'not started'
+            item.status, item.interrupted = 'not started', self.stopping
             self._record_end(item)
         self.waiting.clear()
         end = self.last_end if self.last_end is not None else self.clock()
@@ -275,6 +275,8 @@ class Drainer:
                 item.policy, outcome)
             item.summary, item.location = summary, summary.guest_on
             item.error = summary.message or None
+            if summary.outcome == 'aborted':
+                item.interrupted = run.watch.interrupted
             self.on_line(summary.line())
             if not outcome.ended:
                 self._ended(item, 'continues')
@@ -297,7 +299,8 @@ class Drainer:
     def _record_end(self, item: Item) -> None:
         data = {k: v for k, v in item.as_dict().items()
                 if k in ('guest', 'outcome', 'attempts', 'destination',
-                         'guest_on', 'action', 'error', 'request_id')}
+                         'guest_on', 'action', 'error', 'request_id',
+                         'interrupted')}
         lmcaps_drain.record(self.store, self.conf, self.drain_id,
                             lmcaps_drain.GUEST, data,
                             ok=item.status == 'completed',

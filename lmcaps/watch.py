@@ -149,6 +149,12 @@ class Watch:
         return self._state.deadline
 
     @property
+    def interrupted(self) -> str | None:
+        """Why :meth:`TimeoutMonitor.interrupt` aborted it (e.g.
+        ``SIGTERM``), or None."""
+        return self._state.interrupted
+
+    @property
     def seen_postcopy(self) -> bool:
         """Whether the migration was seen in post-copy (never to retry)."""
         return self._state.seen_postcopy

@@ -154,8 +154,9 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
             out: TextIO, display: drain_cmd.Display) -> int:
     """Re-attach to a drain whose process is gone, and continue it.
 
-    Guests that ended keep their outcome; a started one is re-attached
-    through its open watch, else located (asked of the backend): on the
+    Guests that ended keep their outcome, except those the drain's
+    interruption left (not started, or aborted by it), which are planned
+    again; a started one is re-attached through its open watch, else located (asked of the backend): on the
     destination it counts as migrated, on the source it waits again;
     waiting guests are pre-checked again with their recorded policy.
     """
@@ -185,7 +186,12 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
             item.status = 'refused'
             continue
         ended = stored.ended.get(item.name)
-        if ended is not None:
+        if ended is not None and ended.get('interrupted'):
+            # stopped by the drain's own interruption: migrate it again
+            display.line(f"{item.name}: {ended['outcome']} when "
+                         f"{ended['interrupted']} stopped the drain; "
+                         'planned again')
+        elif ended is not None:
             item.status = ended['outcome']
             item.destination = ended.get('destination')
             item.location = ended.get('guest_on')

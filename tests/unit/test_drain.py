@@ -590,6 +590,41 @@ class DrainCLITest(test_cli.CLITestCase):
         self.assertIn('rules[0].policy.priority: must be of type integer',
                       err)
 
+    def test_resume_after_interruption_migrates_what_it_left(self):
+        from lmcaps import events_sql
+        from lmcaps.cmd import main as cli_main
+        self.write_config(lmcaps={'monitor_poll_interval': '0.02'},
+                          lmcaps_fake={
+                              'world': self.world, 'time_scale': '0.5',
+                              'guests': 'web-1:512,web-2:1024,db-1:2048'})
+        conf = cli_main.load_conf([self.config])
+        driver = cli_main.load_driver(conf, None)
+        store = events_sql.SQLEventStore.from_conf(conf)
+        self.addCleanup(store.close)
+        drain_id = drain.new_drain_id()
+        items = drain.plan(conf, driver, store, driver.list_guests(), [], {},
+                           drain_id)
+        options = drain.Options(dests=('dst',), max_parallel=1)
+        drain.record_plan(store, conf, driver, drain_id, options, items)
+
+        def stop(d):
+            if d.running and not d.stopping:
+                d.interrupt('SIGTERM')
+        result = drainer.Drainer(conf, driver, store, items, options,
+                                 drain_id, on_change=stop).run()
+        self.assertEqual({'aborted': 1, 'not started': 2}, result.counts())
+        self.assertEqual({'SIGTERM'}, {i.interrupted for i in result.items})
+        code, out, err = self.lmcaps('drain', '--resume', drain_id,
+                                     '-f', 'json')
+        self.assertEqual(0, code, err)
+        self.assertIn('web-1: aborted when SIGTERM stopped the drain; '
+                      'planned again', err)
+        data = json.loads(out)
+        self.assertEqual({'completed': 3}, data['counts'])
+        for name in ('web-1', 'web-2', 'db-1'):
+            self.assertEqual(fake.DESTINATION,
+                             fake.world(self.world).where(name)[0][0])
+
     def test_resume_reattaches_and_continues(self):
         from lmcaps import events_sql
         from lmcaps.cmd import main as cli_main
