@@ -156,9 +156,10 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
 
     Guests that ended keep their outcome, except those the drain's
     interruption left (not started, or aborted by it), which are planned
-    again; a started one is re-attached through its open watch, else located (asked of the backend): on the
-    destination it counts as migrated, on the source it waits again;
-    waiting guests are pre-checked again with their recorded policy.
+    again; a started one is re-attached through its open watch, else
+    located (asked of the backend): on the destination it counts as
+    migrated, on the source it waits again; waiting guests are pre-checked
+    again with their recorded policy.
     """
     from lmcaps import checks
     stored = lmcaps_drain.load(store, args.resume)
