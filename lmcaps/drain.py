@@ -102,6 +102,8 @@ class Item:
     :param priority, bandwidth_mib: ``(value, source)``.
     :param policy: the effective policy, None when refused.
     :param refused: the pre-check's reasons, None when accepted.
+    :param refused_policy: the effective policy the pre-check refused (what
+        the plan shows), when it was resolved.
     :param status: ``waiting``, ``running``, then ``completed``,
         ``aborted``, ``cancelled``, ``failed``, ``continues`` (interrupted
         in post-copy), ``not started`` (the drain stopped first) or
@@ -130,6 +132,7 @@ class Item:
     started_at: float | None = None     # monotonic, last attempt
     ended_at: float | None = None
     interrupted: str | None = None
+    refused_policy: lmcaps_policy.EffectivePolicy | None = None
 
     @property
     def name(self) -> str:
@@ -142,8 +145,9 @@ class Item:
     def policy_with_sources(self) -> dict[str, dict[str, Any]]:
         """Each value of the guest's policy with its source."""
         out: dict[str, dict[str, Any]] = {}
-        if self.policy is not None:
-            out = lmcaps_migrate.policy_with_sources(self.policy)
+        shown = self.policy or self.refused_policy
+        if shown is not None:
+            out = lmcaps_migrate.policy_with_sources(shown)
         out['priority'] = {'value': self.priority[0],
                            'source': self.priority[1]}
         out['bandwidth_mib'] = {'value': self.bandwidth_mib[0],
@@ -251,6 +255,7 @@ def plan_item(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     except exception.MigrationPreCheckFailed as exc:
         item.refused = '; '.join(exc.reasons) or exc.message
         item.status = 'refused'
+        item.refused_policy = exc.policy
         return item
     item.policy = verdict.policy
     return item

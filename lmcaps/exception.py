@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lmcaps.checks import PreCheckReport
+    from lmcaps.policy import EffectivePolicy
 
 
 class LmcapsException(Exception):
@@ -123,15 +124,19 @@ class MigrationPreCheckFailed(LmcapsException):
     :param report: the verdict of every check, when the checks were run
         (``PreCheckRunner.run`` always gives it): callers show it without
         running the checks again.
+    :param policy: the effective policy the checks refused, when it was
+        resolved.
     """
 
     msg_fmt = 'Live migration of %(instance)s refused: %(reasons)s'
 
     def __init__(self, instance: str, reasons: Sequence[str],
-                 report: PreCheckReport | None = None) -> None:
+                 report: PreCheckReport | None = None,
+                 policy: EffectivePolicy | None = None) -> None:
         self.instance = instance
         self.reasons = tuple(reasons)
         self.report = report
+        self.policy = policy
         super().__init__(instance=instance, reasons='; '.join(self.reasons))
 
 

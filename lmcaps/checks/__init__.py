@@ -132,4 +132,5 @@ class PreCheckRunner:
         finish(lmcaps_events.ERROR,
                lmcaps_events.details_text(report.reasons))
         raise exception.MigrationPreCheckFailed(ctx.instance, report.reasons,
-                                                report=report)
+                                                report=report,
+                                                policy=ctx.policy)

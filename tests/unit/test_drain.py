@@ -275,6 +275,13 @@ class PlanTest(DrainTestCase):
         self.assertEqual({'value': 'abort', 'source': 'command line'},
                          pol['timeout_action'])
         self.assertEqual('config', pol['completion_timeout']['source'])
+        # the plan shows what the refused guest's policy would have been
+        refused = items[1].policy_with_sources()
+        self.assertIsNone(items[1].policy)
+        self.assertEqual({'value': 500, 'source': 'policy rule 0'},
+                         refused['completion_timeout'])
+        self.assertEqual({'value': 'abort', 'source': 'command line'},
+                         refused['timeout_action'])
 
     def test_busy_guest_refused_with_its_event(self):
         import dataclasses
