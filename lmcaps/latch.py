@@ -248,6 +248,27 @@ class ActionLatch:
         with self._lock:
             return self._pending() is not None
 
+    def wake_at(self) -> float | None:
+        """When, in the latch's clock, :meth:`due` or :meth:`expire` may
+        next change its answer without a new reading.
+
+        :returns: seconds: the retry or deadline time (``due`` needs the
+            clock past the deadline), or a pending attempt's effect bound;
+            None while nothing is scheduled (done, or a call in flight).
+        """
+        with self._lock:
+            if self.done:
+                return None
+            pending = self._pending()
+            if pending is not None:
+                assert pending.returned is not None
+                return pending.returned + self.effect_timeout
+            if self._in_flight() is not None or self.next_at is None:
+                return None
+            if self.deadline is None:
+                return self.next_at
+            return max(self.next_at, self.deadline)
+
     def postpone(self, seconds: float) -> None:
         """Nothing could be attempted now (no fresh reading): try later."""
         with self._lock:

@@ -9,8 +9,10 @@ nova's VMware driver imports, i.e. with oslo.vmware).  libvirt:
 * ``LibvirtDriver._live_migration_monitor`` — registers the migration's
   per-instance values while nova's monitor runs (:mod:`lmcaps.nova.monitor`);
 * ``migration.should_trigger_timeout_action`` — answered by that state:
-  per-instance deadline and action, once, never in post-copy;
+  per-instance deadline and action, once, never in post-copy (lmcaps's
+  timer fires at the deadline; nova's pass is the fallback observer);
 * ``migration.run_tasks`` — a force-complete pauses when the mode is pause;
+  the state learns nova's Migration and its on_migration_failure queue;
 * ``LibvirtDriver.update_provider_tree`` — adds the lmcaps traits.
 
 VMware (:mod:`lmcaps.nova.vmware`):
@@ -132,10 +134,16 @@ def _run_tasks(original: Callable, conf: cfg.ConfigOpts) -> Callable:
                   on_migration_failure: Any, migration: Any,
                   is_post_copy_enabled: bool) -> Any:
         state = monitor.lookup(instance.uuid)
-        if state is not None:
-            is_post_copy_enabled = state.tasks_run(is_post_copy_enabled)
-        return original(guest, instance, active_migrations,
-                        on_migration_failure, migration, is_post_copy_enabled)
+        if state is None:
+            return original(guest, instance, active_migrations,
+                            on_migration_failure, migration,
+                            is_post_copy_enabled)
+        with state.lock:     # never interleaved with lmcaps's timer
+            is_post_copy_enabled = state.tasks_run(
+                is_post_copy_enabled, on_migration_failure, migration)
+            return original(guest, instance, active_migrations,
+                            on_migration_failure, migration,
+                            is_post_copy_enabled)
     return run_tasks
 
 

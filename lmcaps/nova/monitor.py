@@ -4,40 +4,52 @@ nova's ``LibvirtDriver._live_migration_monitor`` loops every 0.5 s; on each
 pass it runs the queued migration tasks (``migration.run_tasks``) and then
 asks ``migration.should_trigger_timeout_action(instance, elapsed,
 completion_timeout, status)``.  While a monitor runs, :class:`MigrationState`
-answers that question instead, with the latch the core monitor uses
-(:class:`lmcaps.latch.ActionLatch`, one implementation):
+answers that question instead (always no), with the latch the core monitor
+uses (:class:`lmcaps.latch.ActionLatch`, one implementation):
 
 * the deadline is the per-instance ``completion_timeout`` if one was given,
   else nova's (re-read on every pass, as the option is mutable);
-* lmcaps carries out the action itself, through nova's own calls — abort by
-  ``guest.abort_job()``, force-complete by queueing nova's ``force-complete``
-  task exactly as nova's API does (nova's task runner switches to post-copy,
-  or pauses the guest where post-copy is not enabled or
-  ``force_complete_mode = pause``) — and always answers no;
-* an action counts once it *took effect*: nova reports the migration in
-  post-copy, the guest is seen paused, or (abort) the job ended.  A refused
-  or ineffective action (``[lmcaps] timeout_action_effect_timeout``) is
-  retried with backoff (``timeout_action_backoff``, doubling up to
+* the action fires from lmcaps's own timer (:mod:`lmcaps.nova.timer`,
+  started in :func:`begin`, on the clock nova's ``elapsed`` uses) at the
+  deadline, not on nova's next pass; nova's pass stays the fallback
+  observer (it acts where the timer has not, e.g. a deadline that passed
+  before nova saw the job running, the first moment the timer may act);
+* lmcaps carries out the action through nova's own guest calls, with the
+  bookkeeping nova's paths do: abort by ``guest.abort_job()``; post-copy by
+  ``guest.migrate_start_postcopy()`` and the migration status
+  ``running (post-copy)`` saved (``migration.trigger_postcopy_switch``);
+  pause by ``guest.pause()`` and ``unpause`` queued on nova's
+  on_migration_failure (``migration.run_tasks`` where post-copy is not
+  enabled or ``force_complete_mode = pause``);
+* an action counts once it *took effect*: the switch to post-copy accepted
+  (the status nova reads), the guest seen paused, or (abort) the job ended.
+  A refused or ineffective action (``[lmcaps]
+  timeout_action_effect_timeout``) is retried with backoff
+  (``timeout_action_backoff``, doubling up to
   ``timeout_action_backoff_max``) and escalates post-copy -> pause -> abort
   after ``timeout_action_attempts`` (``timeout_action_escalation``);
   nothing is attempted once the migration is in post-copy.
 
-Stock nova instead repeats its action on every 0.5 s pass for as long as the
-migration runs past the timeout.
+Stock nova instead checks on its 0.5 s pass (up to 0.5 s late), queues a
+force-complete for its next pass (another 0.5 s), and repeats its action on
+every pass for as long as the migration runs past the timeout.
 
 Each concluded attempt is recorded as an instance action event
 ``lmcaps_live_migration_timeout_action`` (best effort: it never changes the
-migration).  Its result is Error — the migration missed its deadline —
-because nova keeps an event's details only for Error.
+migration; written on nova's thread).  Its result is Error — the migration
+missed its deadline — because nova keeps an event's details only for Error.
 """
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import threading
 from typing import Any
 
 from nova.compute import power_state
+from nova import objects
 from nova.virt.libvirt import driver as nova_driver
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -51,11 +63,15 @@ from lmcaps import policy as lmcaps_policy
 from lmcaps.drivers import model
 from lmcaps.nova import events as nova_events
 from lmcaps.nova import policy as nova_policy
+from lmcaps.nova import timer as lmcaps_timer
 
 LOG = logging.getLogger(__name__)
 
 #: nova's migration status once it switched to post-copy.
 POST_COPY_STATUS = 'running (post-copy)'
+
+#: How many of nova's latest pass times a state keeps (for diagnostics).
+PASSES_KEPT = 64
 
 R = latch_mod.Result
 Phase = model.Phase
@@ -65,7 +81,9 @@ Phase = model.Phase
 class MigrationState:
     """What lmcaps knows about one running migration (one monitor call).
 
-    Times are nova's ``elapsed`` seconds since the migration started.
+    Times are nova's ``elapsed`` seconds since the migration started.  The
+    lock is taken by nova's passes (``run_tasks``, the timeout question)
+    and by the timer, so an action and nova's task runner never interleave.
     """
 
     driver: Any
@@ -82,7 +100,20 @@ class MigrationState:
     last_policy: lmcaps_policy.EffectivePolicy | None = None
     history: list[str] = dataclasses.field(default_factory=list)
     recorded: bool = False
-    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    # created when the state is, so that under eventlet it is a green lock
+    lock: threading.RLock = dataclasses.field(
+        default_factory=lambda: threading.RLock())
+    #: nova's Migration and its on_migration_failure queue, from run_tasks
+    migration: Any = None
+    on_failure: collections.deque | None = None
+    #: who began each attempt, in order: ``timer`` or ``pass``
+    fired_by: list[str] = dataclasses.field(default_factory=list)
+    #: nova's ``elapsed`` on its latest passes (newest last)
+    passes: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=PASSES_KEPT))
+    #: event details to write on nova's thread
+    outbox: list[str] = dataclasses.field(default_factory=list)
+    timer: lmcaps_timer.DeadlineTimer | None = None
 
     def policy(self, completion_timeout: int) -> lmcaps_policy.EffectivePolicy:
         """The effective policy now, over nova's current host-wide timeout."""
@@ -93,13 +124,48 @@ class MigrationState:
         """Whether any timeout action was attempted."""
         return bool(self.latch is not None and self.latch.attempts)
 
+    # -- the timer ----------------------------------------------------------
+
+    def start_timer(self) -> None:
+        """Start lmcaps's timer (its origin is now, before nova's start)."""
+        self.timer = lmcaps_timer.DeadlineTimer(
+            self.lock, self._wake_at, self._tick,
+            name=f'lmcaps-deadline-{self.instance.uuid}')
+        self.timer.start()
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.stop()
+
+    def _wake_at(self) -> float | None:
+        """Called by the timer under the lock: when to act next."""
+        if self.latch is None or self.last_policy is None or \
+                self.migration is None:
+            return None         # nova has not seen the job running yet
+        return self.latch.wake_at()
+
+    def _tick(self) -> bool:
+        """Called by the timer under the lock when :meth:`_wake_at` came."""
+        assert self.timer is not None and self.latch is not None
+        assert self.last_policy is not None
+        self.now = max(self.now, self.timer.elapsed())
+        before = len(self.latch.attempts), self.latch.done
+        self._step(self.last_policy, self.latch, 'timer')
+        return (len(self.latch.attempts), self.latch.done) != before
+
     # -- nova's loop ------------------------------------------------------
 
-    def tasks_run(self, is_post_copy_enabled: bool) -> bool:
-        """Called where nova runs its queued tasks; returns the
-        ``is_post_copy_enabled`` nova's task runner is to use."""
+    def tasks_run(self, is_post_copy_enabled: bool,
+                  on_migration_failure: collections.deque | None = None,
+                  migration: Any = None) -> bool:
+        """Called where nova runs its queued tasks (holding :attr:`lock`);
+        returns the ``is_post_copy_enabled`` nova's task runner is to use."""
         with self.lock:
             self.post_copy_enabled = is_post_copy_enabled
+            if on_migration_failure is not None:
+                self.on_failure = on_migration_failure
+            if migration is not None:
+                self.migration = migration
             if is_post_copy_enabled and self.pause_only():
                 return False
             return is_post_copy_enabled
@@ -107,36 +173,23 @@ class MigrationState:
     def should_trigger(self, elapsed: float, completion_timeout: int,
                        migration_status: str | None) -> bool:
         """Stands in for nova's ``should_trigger_timeout_action``: lmcaps
-        acts (or not) here, so the answer is always False."""
+        acts (or not) here or from its timer, so the answer is always
+        False.  This pass is the fallback: it acts only where the timer has
+        not (a deadline passed before nova saw the job running, a timer
+        that could not run)."""
         with self.lock:
+            self.passes.append(float(elapsed))
+            if self.timer is not None:
+                self.timer.align(float(elapsed))
             self.now = max(self.now, float(elapsed))
             if migration_status == POST_COPY_STATUS:
                 self.in_post_copy = True
             policy = self.last_policy = self.policy(completion_timeout)
             latch = self._latch(policy)
-            effective = latch.observe(self._phase(latch))
-            if effective is not None:
-                self._attempt_event(policy, effective)
-            expired = latch.expire()
-            if expired is not None:
-                self._attempt_event(policy, expired)
-            if not latch.steps:
-                self._nothing_usable(policy)
-                return False
-            action = latch.due(self.now)
-            if action is None:
-                return False
-            attempt = latch.begin(action)
-            LOG.warning('Live migration not completed after %(timeout)g sec '
-                        '(%(tsrc)s); lmcaps attempts %(action)s (attempt '
-                        '%(n)d, timeout_action %(ta)s from %(asrc)s)',
-                        {'timeout': policy.completion_timeout,
-                         'tsrc': policy.sources['completion_timeout'],
-                         'action': action, 'n': attempt.number,
-                         'ta': policy.timeout_action.value,
-                         'asrc': policy.sources['timeout_action']},
-                        instance=self.instance)
-            self._call(policy, latch, attempt)
+            self._step(policy, latch, 'pass')
+            self._write_outbox()
+            if self.timer is not None:
+                self.timer.poke()
             return False
 
     def pause_only(self) -> bool:
@@ -149,26 +202,64 @@ class MigrationState:
 
     def ended(self) -> None:
         """nova's monitor returned: the migration is over."""
+        self.stop_timer()
         with self.lock:
             latch = self.latch
-            if latch is None or not latch.attempts:
-                return
-            last = latch.attempts[-1]
-            if self.last_policy is None:
-                return
-            if last.result is R.PENDING:
-                # The job ended while the effect was awaited (an abort
-                # ends the job; nova's monitor then stops asking).
-                latch.observe(Phase.CANCELLED
-                              if last.action == latch_mod.ABORT
-                              else Phase.COMPLETED)
-                self._attempt_event(self.last_policy, last,
-                                    note='the job ended while its effect '
-                                         "was awaited (nova's monitor "
-                                         'returned)')
-            self._flush(self.last_policy)
+            if latch is not None and latch.attempts and \
+                    self.last_policy is not None:
+                last = latch.attempts[-1]
+                if last.result is R.PENDING:
+                    # The job ended while the effect was awaited (an abort
+                    # ends the job; nova's monitor then stops asking).
+                    latch.observe(Phase.CANCELLED
+                                  if last.action == latch_mod.ABORT
+                                  else Phase.COMPLETED)
+                    self._attempt_event(self.last_policy, last,
+                                        note='the job ended while its '
+                                             "effect was awaited (nova's "
+                                             'monitor returned)')
+                self._flush(self.last_policy)
+            self._write_outbox()
 
     # -- internals (under the lock) ---------------------------------------
+
+    def _step(self, policy: lmcaps_policy.EffectivePolicy,
+              latch: latch_mod.ActionLatch, source: str) -> None:
+        """Observe, then attempt what the latch says is due now."""
+        if self.migration is not None and \
+                self.migration.status == POST_COPY_STATUS:
+            self.in_post_copy = True
+        effective = latch.observe(self._phase(latch))
+        if effective is not None:
+            self._attempt_event(policy, effective)
+        expired = latch.expire()
+        if expired is not None:
+            self._attempt_event(policy, expired)
+        if not latch.steps:
+            self._nothing_usable(policy)
+            return
+        action = latch.due(self.now)
+        if action is None:
+            return
+        attempt = latch.begin(action)
+        self.fired_by.append(source)
+        LOG.warning('Live migration not completed after %(timeout)g sec '
+                    '(%(tsrc)s); lmcaps attempts %(action)s (attempt '
+                    '%(n)d at %(at).3f s, timeout_action %(ta)s from '
+                    '%(asrc)s, %(by)s)',
+                    {'timeout': policy.completion_timeout,
+                     'tsrc': policy.sources['completion_timeout'],
+                     'action': action, 'n': attempt.number,
+                     'at': attempt.started,
+                     'ta': policy.timeout_action.value,
+                     'asrc': policy.sources['timeout_action'],
+                     'by': 'lmcaps timer' if source == 'timer'
+                     else "nova's monitor pass"},
+                    instance=self.instance)
+        self._call(policy, latch, attempt, source)
+        effective = latch.observe(self._phase(latch))
+        if effective is not None:
+            self._attempt_event(policy, effective)
 
     def _latch(self, policy: lmcaps_policy.EffectivePolicy
                ) -> latch_mod.ActionLatch:
@@ -227,21 +318,30 @@ class MigrationState:
         return Phase.PRECOPY
 
     def _call(self, policy: lmcaps_policy.EffectivePolicy,
-              latch: latch_mod.ActionLatch,
-              attempt: latch_mod.Attempt) -> None:
-        """Carry out ``attempt`` through nova's own calls."""
+              latch: latch_mod.ActionLatch, attempt: latch_mod.Attempt,
+              source: str) -> None:
+        """Carry out ``attempt`` through nova's own guest calls, with the
+        bookkeeping nova's own timeout and force-complete paths do."""
         libvirt = nova_driver.libvirt
         try:
             if attempt.action == latch_mod.ABORT:
                 self.guest.abort_job()
+            elif attempt.action == latch_mod.POSTCOPY:
+                # migration.trigger_postcopy_switch, with the error kept
+                self.guest.migrate_start_postcopy()
+                LOG.info('Switching to post-copy migration mode',
+                         instance=self.instance)
+                self.in_post_copy = True
+                self._save_post_copy(source)
             else:
-                # nova's task runner switches to post-copy, or pauses where
-                # pause_only() says so, on its next pass.
-                self.driver.live_migration_force_complete(self.instance)
+                # migration.run_tasks where post-copy is not enabled
+                self.guest.pause()
+                if self.on_failure is not None:
+                    self.on_failure.append('unpause')
         except libvirt.libvirtError as exc:
             LOG.warning('Failed to %s migration: %s', attempt.action, exc,
                         instance=self.instance)
-            latch.failed(attempt, R.FAILED, str(exc))
+            latch.failed(attempt, R.REFUSED, str(exc))
             self._attempt_event(policy, attempt)
         except Exception as exc:
             LOG.warning('Failed to %s migration', attempt.action,
@@ -250,6 +350,29 @@ class MigrationState:
             self._attempt_event(policy, attempt)
         else:
             latch.accepted(attempt)
+
+    def _save_post_copy(self, source: str) -> None:
+        """Record 'running (post-copy)' in nova's Migration as nova's
+        ``trigger_postcopy_switch`` does.  On nova's thread through nova's
+        object; from the timer through a Migration of the same id on a
+        copy of the context (a context carries its DB transaction and must
+        not be used by two threads at once; nova's own object is saved
+        concurrently by its loop)."""
+        migration = self.migration
+        if migration is None:
+            return
+        migration.status = POST_COPY_STATUS
+        try:
+            if source == 'pass':
+                migration.save()
+            else:
+                record = objects.Migration(
+                    context=copy.copy(migration._context), id=migration.id)
+                record.status = POST_COPY_STATUS
+                record.save()
+        except Exception:
+            LOG.warning("Could not save the migration's post-copy status",
+                        exc_info=True, instance=self.instance)
 
     def _nothing_usable(self, policy: lmcaps_policy.EffectivePolicy) -> None:
         timeout = policy.completion_timeout
@@ -303,14 +426,21 @@ class MigrationState:
         self._record(f'{self._summary(policy)}; ' + '; '.join(self.history))
 
     def _record(self, details: str) -> None:
-        try:
-            nova_events.NovaEventStore(self.context).record(
-                self.context.request_id, self.instance.uuid,
-                lmcaps_events.TIMEOUT_ACTION, lmcaps_events.ERROR,
-                host=self.conf.host, details=details)
-        except Exception:
-            LOG.warning('Could not record the lmcaps timeout event of '
-                        'instance %s', self.instance.uuid, exc_info=True)
+        """Queue an event; it is written on nova's thread
+        (:meth:`_write_outbox`), never from the timer."""
+        self.outbox.append(details)
+
+    def _write_outbox(self) -> None:
+        while self.outbox:
+            details = self.outbox.pop(0)
+            try:
+                nova_events.NovaEventStore(self.context).record(
+                    self.context.request_id, self.instance.uuid,
+                    lmcaps_events.TIMEOUT_ACTION, lmcaps_events.ERROR,
+                    host=self.conf.host, details=details)
+            except Exception:
+                LOG.warning('Could not record the lmcaps timeout event of '
+                            'instance %s', self.instance.uuid, exc_info=True)
 
 
 _lock = threading.Lock()
@@ -331,6 +461,7 @@ def begin(driver: Any, conf: cfg.ConfigOpts, context: Any, instance: Any,
     state = MigrationState(driver, conf, context, instance, guest, layers)
     with _lock:
         _states[instance.uuid] = state
+    state.start_timer()
     return state
 
 

@@ -31,9 +31,10 @@ class PerInstanceForceCompleteTest(base.NovaLmcapsTestCase):
             (0, 'none'), *running(10, 29, 30, 31, 32, 33, 40, 2000),
             (2001, 'completed')])
         run.run()
-        # 30 s exactly is not past the deadline; 31 s is: lmcaps queues a
-        # force-complete, and nova's run_tasks switches on the next pass.
-        self.assertEqual([32], run.times('postcopy'))
+        # 30 s exactly is not past the deadline; 31 s is.  nova's clock is
+        # mocked here, so nova's pass (the fallback observer) acts: at
+        # once, through the guest, not queued for nova's next pass.
+        self.assertEqual([31], run.times('postcopy'))
         self.assertEqual([], run.times('abort'))
         self.assertEqual([], run.times('pause'))
         self.assertEqual('running (post-copy)', run.migration.status)
@@ -45,30 +46,30 @@ class PerInstanceForceCompleteTest(base.NovaLmcapsTestCase):
         self.assertIn('completion_timeout 30s (flavor)', event.details)
         self.assertIn('force_complete_mode postcopy (flavor)', event.details)
 
-    def test_a_switch_without_effect_is_retried_with_backoff(self):
-        # nova's task runner logs the refused switch and goes on: the
-        # attempt is accepted but shows no effect; after the effect bound
-        # (5 s) it is retried after the backoff — not on every pass.
+    def test_a_refused_switch_is_retried_with_backoff_then_escalates(self):
+        # libvirt refuses the switch: retried after the backoff (0.5 s,
+        # doubling), not on every pass; after 3 attempts it escalates to
+        # pause.
         inst = self.make_instance(extra_specs=FLAVOR_POSTCOPY)
         run = base.MonitorRun(self, inst, [
-            (0, 'none'), *running(31, 32, 33, 34, 35, 36, 37, 1700, 1800),
-            (1801, 'completed')], postcopy_error=True)
+            (0, 'none'), *running(31, 31.4, 32, 32.5, 33, 34, 35, 36),
+            (37, 'completed')], postcopy_error=True)
         run.run()
-        self.assertEqual([32, 1800], run.times('postcopy'))
-        self.assertEqual([], run.times('abort'))
+        self.assertEqual([31, 32, 33], run.times('postcopy'))
+        self.assertEqual([35], run.times('pause'))
         self.assertEqual('running', run.migration.status)
         # one event (nova keeps one per name and action) with every attempt
         text = self.events(inst)[lmcaps_events.TIMEOUT_ACTION].details
-        self.assertIn('attempt 1: postcopy at 31s ineffective, next at '
-                      '37.5s', text)
-        self.assertIn('attempt 2: postcopy at 1700s', text)
+        self.assertIn('attempt 1: postcopy at 31s refused (post-copy '
+                      'refused), next at 31.5s', text)
+        self.assertIn('attempt 2: postcopy at 32s refused', text)
 
     def test_effective_switch_is_recorded_once(self):
         inst = self.make_instance(extra_specs=FLAVOR_POSTCOPY)
         run = base.MonitorRun(self, inst, [
             (0, 'none'), *running(31, 32, 33, 34, 40), (41, 'completed')])
         run.run()
-        self.assertEqual([32], run.times('postcopy'))
+        self.assertEqual([31], run.times('postcopy'))
         details = [e.details for e in self.all_events(inst)
                    if e.event == lmcaps_events.TIMEOUT_ACTION]
         self.assertEqual(1, len(details), details)
@@ -109,7 +110,7 @@ class PerInstanceForceCompleteTest(base.NovaLmcapsTestCase):
         self.stub_out('nova.virt.libvirt.guest.Guest.get_power_state',
                       lambda guest, host: 3)   # power_state.PAUSED
         run.run()
-        self.assertEqual([32], run.times('pause'))
+        self.assertEqual([31], run.times('pause'))
         self.assertEqual([], run.times('postcopy'))
         self.assertEqual([34], resumed)   # nova's recover task on failure
         run.recover_method.assert_called_once()
