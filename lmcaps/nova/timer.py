@@ -63,6 +63,8 @@ class DeadlineTimer:
         self._shift: float | None = None
         self._stopped = False
         self._thread: threading.Thread | None = None
+        #: the OS thread the timer runs on (under eventlet: nova's own)
+        self.native_id: int | None = None
 
     def start(self) -> None:
         """Take the origin (now) and start the thread."""
@@ -102,6 +104,7 @@ class DeadlineTimer:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        self.native_id = threading.get_native_id()
         with self._cond:
             while not self._stopped:
                 try:
