@@ -187,10 +187,10 @@ class MigrationState:
             policy = self.last_policy = self.policy(completion_timeout)
             latch = self._latch(policy)
             self._step(policy, latch, 'pass')
-            self._write_outbox()
             if self.timer is not None:
                 self.timer.poke()
-            return False
+        self._write_outbox()     # not holding the lock: the timer may act
+        return False
 
     def pause_only(self) -> bool:
         """Whether a force-complete must pause, not switch to post-copy."""
@@ -219,7 +219,7 @@ class MigrationState:
                                              "effect was awaited (nova's "
                                              'monitor returned)')
                 self._flush(self.last_policy)
-            self._write_outbox()
+        self._write_outbox()
 
     # -- internals (under the lock) ---------------------------------------
 
@@ -431,8 +431,11 @@ class MigrationState:
         self.outbox.append(details)
 
     def _write_outbox(self) -> None:
-        while self.outbox:
-            details = self.outbox.pop(0)
+        """Write the queued events (on nova's thread, not holding the
+        lock)."""
+        with self.lock:
+            queued, self.outbox[:] = list(self.outbox), []
+        for details in queued:
             try:
                 nova_events.NovaEventStore(self.context).record(
                     self.context.request_id, self.instance.uuid,

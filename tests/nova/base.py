@@ -58,15 +58,15 @@ class NovaLmcapsTestCase(test.TestCase):
 
     def make_instance(self, extra_specs: dict[str, str] | None = None,
                       system_metadata: dict[str, str] | None = None,
-                      metadata: dict[str, str] | None = None
-                      ) -> objects.Instance:
+                      metadata: dict[str, str] | None = None,
+                      uuid: str = uuids.instance) -> objects.Instance:
         """An ACTIVE, migrating instance in the DB with its live-migration
         instance action started under ``self.context.request_id``."""
         flavor = fake_flavor.fake_flavor_obj(
             self.context, memory_mb=2048, extra_specs=extra_specs or {},
             expected_attrs=['extra_specs'])
         inst = objects.Instance(
-            context=self.context, uuid=uuids.instance, project_id='fake',
+            context=self.context, uuid=uuid, project_id='fake',
             user_id='fake', host='source-host',
             vm_state=vm_states.ACTIVE, task_state=task_states.MIGRATING,
             power_state=1, flavor=flavor, old_flavor=None, new_flavor=None,
