@@ -54,8 +54,6 @@ class Job:
     ends_at: float | None = None
     end_type: int | None = None
     state: monitor.MigrationState | None = None
-    #: calls of Migration.save (any Migration object) during the run
-    migration_saves: int = 0
     error: BaseException | None = None
     #: nova's migrate thread; done once the job ended
     future: futurist.Future = dataclasses.field(
@@ -97,7 +95,7 @@ class _Clock:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def expect_start(self, job: Job) -> None:
+    def expect_start(self, job: Job | None) -> None:
         self._local.job = job
 
     def time(self) -> float:
@@ -123,7 +121,8 @@ class Runner:
         self.drvr = drvr
         self.context = context
         self.jobs: dict[int, Job] = {}
-        self.current: Job | None = None
+        #: (id, status) of every Migration.save() while running, any thread
+        self.saved: list[tuple[int, str]] = []
         self._clock = _Clock()
         self._patches = [
             mock.patch.object(libvirt_driver, 'time', self._clock),
@@ -164,12 +163,10 @@ class Runner:
         return get_job_info
 
     def _saved(self) -> Any:
-        runner = self
+        saved = self.saved
 
         def save(migration: objects.Migration) -> None:
-            job = runner.current
-            if job is not None:
-                job.migration_saves += 1
+            saved.append((migration.id, migration.status))
         return save
 
     def _recorder(self, action: str) -> Any:
@@ -193,7 +190,6 @@ class Runner:
         migrate_data = objects.LibvirtLiveMigrateData(
             migration=migration, block_migration=False)
         self._clock.expect_start(job)
-        self.current = job
         try:
             drvr._live_migration_monitor(
                 self.context, job.instance, guest, 'dest-host',
@@ -203,4 +199,4 @@ class Runner:
         except BaseException as exc:
             job.error = exc
         finally:
-            self._clock.expect_start(None)   # type: ignore[arg-type]
+            self._clock.expect_start(None)
