@@ -597,12 +597,14 @@ class DrainCLITest(test_cli.CLITestCase):
         self.assertIn('rules[0].policy.priority: must be of type integer',
                       err)
 
-    def test_resume_after_interruption_migrates_what_it_left(self):
+    def _recorded_drain(self, time_scale):
+        """A drain of three fake guests, planned and recorded, not run:
+        (drainer, drain id) for the CLI's ``--resume``."""
         from lmcaps import events_sql
         from lmcaps.cmd import main as cli_main
         self.write_config(lmcaps={'monitor_poll_interval': '0.02'},
                           lmcaps_fake={
-                              'world': self.world, 'time_scale': '0.5',
+                              'world': self.world, 'time_scale': time_scale,
                               'guests': 'web-1:512,web-2:1024,db-1:2048'})
         conf = cli_main.load_conf([self.config])
         driver = cli_main.load_driver(conf, None)
@@ -613,12 +615,17 @@ class DrainCLITest(test_cli.CLITestCase):
                            drain_id)
         options = drain.Options(dests=('dst',), max_parallel=1)
         drain.record_plan(store, conf, driver, drain_id, options, items)
+        return (lambda on_change: drainer.Drainer(
+            conf, driver, store, items, options, drain_id,
+            on_change=on_change)), drain_id
+
+    def test_resume_after_interruption_migrates_what_it_left(self):
+        make, drain_id = self._recorded_drain('0.5')
 
         def stop(d):
             if d.running and not d.stopping:
                 d.interrupt('SIGTERM')
-        result = drainer.Drainer(conf, driver, store, items, options,
-                                 drain_id, on_change=stop).run()
+        result = make(stop).run()
         self.assertEqual({'aborted': 1, 'not started': 2}, result.counts())
         self.assertEqual({'SIGTERM'}, {i.interrupted for i in result.items})
         code, out, err = self.lmcaps('drain', '--resume', drain_id,
@@ -633,28 +640,12 @@ class DrainCLITest(test_cli.CLITestCase):
                              fake.world(self.world).where(name)[0][0])
 
     def test_resume_reattaches_and_continues(self):
-        from lmcaps import events_sql
-        from lmcaps.cmd import main as cli_main
-        self.write_config(lmcaps={'monitor_poll_interval': '0.02'},
-                          lmcaps_fake={
-                              'world': self.world, 'time_scale': '5',
-                              'guests': 'web-1:512,web-2:1024,db-1:2048'})
-        conf = cli_main.load_conf([self.config])
-        driver = cli_main.load_driver(conf, None)
-        store = events_sql.SQLEventStore.from_conf(conf)
-        self.addCleanup(store.close)
-        drain_id = drain.new_drain_id()
-        items = drain.plan(conf, driver, store, driver.list_guests(), [], {},
-                           drain_id)
-        options = drain.Options(dests=('dst',), max_parallel=1)
-        drain.record_plan(store, conf, driver, drain_id, options, items)
+        make, drain_id = self._recorded_drain('5')
 
         def die(d):
             if d.running:
                 raise RuntimeError('the process died')
-        d = drainer.Drainer(conf, driver, store, items, options, drain_id,
-                            on_change=die)
-        self.assertRaises(RuntimeError, d.run)
+        self.assertRaises(RuntimeError, make(die).run)
         self.assertEqual(1, len(fake.world(self.world).sims))
         code, out, err = self.lmcaps('drain', '--resume', drain_id,
                                      '-f', 'json')
