@@ -198,9 +198,16 @@ class BestEffortStore(NovaEventStore):
     that cannot be written must not change the verdict (a refusal keeps its
     reasons, a pass passes)."""
 
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        #: names of the events this store finished
+        self.finished: set[str] = set()
+
     def _guard(self, what: str, call: Any, *args: Any, **kwargs: Any) -> None:
         try:
             call(*args, **kwargs)
+            if call.__name__ in ('event_finish', 'record') and len(args) > 2:
+                self.finished.add(args[2])
         except Exception:
             LOG.warning('lmcaps could not %s (instance %s); the event is '
                         'lost', what, args[1] if len(args) > 1 else '?',

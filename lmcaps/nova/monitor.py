@@ -325,9 +325,14 @@ def begin(driver: Any, conf: cfg.ConfigOpts, context: Any, instance: Any,
     (:func:`lmcaps.nova.carry.for_monitor`), not a second reading of the
     instance.  Never raises.
     """
-    resolution = carry.for_monitor(conf, context, instance)
-    state = MigrationState(driver, conf, context, instance, guest,
-                           resolution.layers)
+    try:
+        layers = carry.for_monitor(conf, context, instance).layers
+    except Exception:
+        LOG.exception('lmcaps could not read the per-instance values of %s; '
+                      "the migration runs on nova's host-wide values",
+                      instance.uuid)
+        layers = []
+    state = MigrationState(driver, conf, context, instance, guest, layers)
     with _lock:
         _states[instance.uuid] = state
     return state

@@ -132,10 +132,8 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
         also when lmcaps itself fails (so the instance never goes to ERROR).
     """
     store = nova_events.BestEffortStore(context)
-    recorded: list[bool] = []
     try:
-        return _check(driver, conf, context, instance, source, store,
-                      recorded)
+        return _check(driver, conf, context, instance, source, store)
     except nova_exception.MigrationPreCheckError:
         raise
     except Exception as exc:  # never let lmcaps put the instance in ERROR
@@ -147,12 +145,13 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
                       "migration goes ahead on nova's host-wide values",
                       instance.uuid)
             _record(store, context, instance, conf, lmcaps_events.PRECHECK,
-                    f'{one_line(reason)} (precheck_fail_open: migration '
-                    "allowed on nova's host-wide values)\n" + reason, tb)
+                    one_line('allowed by precheck_fail_open on nova\'s '
+                             f'host-wide values: {reason}') + '\n' + reason,
+                    tb)
             _remember(conf, context, instance,
                       nova_policy.Resolution(picked={}))
             return None
-        if not recorded:
+        if lmcaps_events.PRECHECK not in store.finished:
             _record(store, context, instance, conf, lmcaps_events.PRECHECK,
                     reason, tb)
         raise nova_exception.MigrationPreCheckError(reason=reason) from exc
@@ -160,10 +159,9 @@ def check_source(driver: Any, conf: cfg.ConfigOpts, context: Any,
 
 def _check(driver: Any, conf: cfg.ConfigOpts, context: Any, instance: Any,
            source: Callable[[], SourceHost] | None,
-           store: nova_events.NovaEventStore,
-           recorded: list[bool]) -> checks_base.CheckContext:
-    """:func:`check_source` without its handling of lmcaps's own failures;
-    ``recorded`` gains an item once the pre-check event is recorded."""
+           store: nova_events.NovaEventStore) -> checks_base.CheckContext:
+    """:func:`check_source` without its handling of lmcaps's own
+    failures."""
     try:
         resolution = nova_policy.resolve_instance(conf, context, instance)
     except exception.InvalidRequest as exc:
@@ -207,9 +205,6 @@ def _check(driver: Any, conf: cfg.ConfigOpts, context: Any, instance: Any,
         reason = (f"{report.summary}. {'; '.join(report.reasons)}"
                   if report is not None else exc.message)
         raise nova_exception.MigrationPreCheckError(reason=reason)
-    except Exception:
-        recorded.append(True)   # run() has recorded the event, if it could
-        raise
     LOG.info('lmcaps pre-check passed for %(uuid)s: %(policy)s',
              {'uuid': instance.uuid, 'policy': verdict.policy.describe()})
     _remember(conf, context, instance, resolution)
