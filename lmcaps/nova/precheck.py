@@ -5,10 +5,23 @@ Runs after nova's own ``check_can_live_migrate_source`` (``LibvirtDriver``,
 refuses with ``MigrationPreCheckError``, the one error for which nova's
 conductor keeps the instance's vm_state (ACTIVE); nova then records its
 ``compute_check_can_live_migrate_source`` event as Error with the reason.
-lmcaps records its own ``lmcaps_precheck_live_migration`` event in the same
-instance action when per-instance values are in play, a check fails or
-lmcaps itself fails; a migration on host-wide defaults that passes adds no
-event.  The checks are evaluated once either way.
+
+* The per-instance values are resolved here, once, within the operator's
+  bounds (:func:`lmcaps.nova.policy.resolve_instance`), and carried to the
+  monitor (:mod:`lmcaps.nova.carry`).
+* lmcaps records its own ``lmcaps_precheck_live_migration`` event in the
+  same instance action when per-instance values are in play, a check fails
+  or lmcaps itself fails; a migration on host-wide defaults that passes adds
+  no event.  The checks are evaluated once (twice when owner metadata is in
+  play and refused: once with it, once without).
+* Every failure of lmcaps's own is a ``MigrationPreCheckError`` too, or,
+  with ``[lmcaps_nova] precheck_fail_open``, a logged pass with an Error
+  event; event writes never change the verdict
+  (:class:`lmcaps.nova.events.BestEffortStore`).
+* Messages name nova's options (:data:`LIBVIRT_OPTIONS`); event details
+  start with one summary line of at most :data:`SUMMARY_MAX` characters
+  naming every failed check (nova keeps 255), the reasons follow in the
+  event's traceback text.
 """
 
 from __future__ import annotations
