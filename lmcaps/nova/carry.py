@@ -109,11 +109,13 @@ def remember(context: Any, instance: Any,
         return False
     try:
         text = encode(context.request_id, resolution)
-        # A fresh copy: the caller's instance may hold changes of nova's.
-        fresh = objects.Instance.get_by_uuid(
-            context, instance.uuid, expected_attrs=['system_metadata'])
-        fresh.system_metadata[SYSMETA_KEY] = text
-        fresh.save()
+        target = instance
+        if instance.obj_what_changed():
+            # Not the caller's instance: it holds changes of nova's.
+            target = objects.Instance.get_by_uuid(
+                context, instance.uuid, expected_attrs=['system_metadata'])
+        target.system_metadata[SYSMETA_KEY] = text
+        target.save()
     except Exception:
         LOG.warning('lmcaps could not write the resolved live-migration '
                     'values of %s to its system metadata; a restart of '

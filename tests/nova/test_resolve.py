@@ -237,6 +237,28 @@ class BoundsWithoutTheCheckTest(base.PreCheckTestCase):
             dict(carry.recall(self.context, inst).picked))
 
 
+class CarryWriteTest(base.PreCheckTestCase):
+    def stored(self, inst: objects.Instance) -> objects.Instance:
+        return objects.Instance.get_by_uuid(
+            self.context, inst.uuid, expected_attrs=['system_metadata'])
+
+    def test_pending_changes_of_nova_are_not_saved_by_lmcaps(self):
+        self.addCleanup(carry.forget_all)
+        inst = self.make_instance(
+            extra_specs={'lmcaps:completion_timeout': '600'})
+        inst.display_name = 'not saved yet'
+        self.check(inst)
+        stored = self.stored(inst)
+        self.assertIn(carry.SYSMETA_KEY, stored.system_metadata)
+        self.assertNotEqual('not saved yet', stored.display_name)
+
+    def test_host_wide_defaults_write_nothing(self):
+        inst = self.make_instance()
+        self.check(inst)
+        self.assertNotIn(carry.SYSMETA_KEY,
+                         self.stored(inst).system_metadata)
+
+
 class CarryRecordTest(base.NovaLmcapsTestCase):
     def test_the_largest_record_fits_in_system_metadata(self):
         res = nova_policy.Resolution(picked={
