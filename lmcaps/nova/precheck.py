@@ -205,7 +205,8 @@ def _check(driver: Any, conf: cfg.ConfigOpts, context: Any, instance: Any,
     if resolution.notes:
         _owner_event(store, context, instance, conf, resolution)
     try:
-        # One evaluation; on host-wide defaults a pass adds no event.
+        # One evaluation (one more above when owner metadata was refused);
+        # on host-wide defaults a pass adds no event.
         verdict = lmcaps_precheck.run(
             conf, store, context.request_id, instance.uuid,
             layered(resolution), declaration=host.declaration,
@@ -261,7 +262,8 @@ def _owner_event(store: nova_events.NovaEventStore, context: Any,
                  resolution: nova_policy.Resolution) -> None:
     """Record what was done to the owner's instance metadata."""
     notes = resolution.notes
-    keys = sorted({note.split(' ', 1)[0] for note in notes})
+    keys = sorted({note.split(' ', 1)[0] if note.startswith('lmcaps:')
+                   else 'lmcaps:*' for note in notes})
     summary = one_line(
         f"instance metadata adjusted, the live migration goes ahead: "
         f"{', '.join(keys)}")

@@ -127,7 +127,10 @@ class OwnerMetadataTest(base.PreCheckTestCase):
             'lmcaps:timeout_action': 'force_complete',
             'lmcaps:force_complete_mode': 'postcopy'})
         self.check(inst)
-        text = self.owner_event(inst).traceback
+        event = self.owner_event(inst)
+        self.assertEqual('instance metadata adjusted, the live migration '
+                         'goes ahead: lmcaps:*', event.details)
+        text = event.traceback
         self.assertIn('instance metadata lmcaps:* ignored, a pre-check '
                       'refuses it here: post_copy: force_complete_mode '
                       'postcopy (from metadata) is not permitted on this '
