@@ -71,6 +71,20 @@ class EffectivePolicy:
             'sources': dict(self.sources),
         }
 
+    def describe(self) -> str:
+        """One line: each value with its source, e.g. ``completion_timeout
+        60s (flavor); timeout_action abort (config); force_complete_mode
+        auto (config)``."""
+        src = self.sources
+        timeout = self.completion_timeout
+        return (f"completion_timeout "
+                f"{'never' if timeout is None else f'{timeout:g}s'} "
+                f"({src.get('completion_timeout', CONFIG)}); timeout_action "
+                f"{self.timeout_action.value} "
+                f"({src.get('timeout_action', CONFIG)}); force_complete_mode "
+                f"{self.force_complete_mode.value} "
+                f"({src.get('force_complete_mode', CONFIG)})")
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EffectivePolicy:
         """The policy :meth:`as_dict` wrote (a persisted watch).

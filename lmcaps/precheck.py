@@ -71,7 +71,8 @@ def run(conf: cfg.ConfigOpts, store: lmcaps_events.EventStore,
         runner: checks.PreCheckRunner | None = None,
         host: str | None = None,
         record_success: bool = True,
-        permit_post_copy: bool | None = None) -> Verdict:
+        permit_post_copy: bool | None = None,
+        options: Mapping[str, str] | None = None) -> Verdict:
     """Validate, resolve and pre-check one live migration.
 
     Give ``driver`` (and ``spec``, for the data size) or a ready
@@ -85,6 +86,8 @@ def run(conf: cfg.ConfigOpts, store: lmcaps_events.EventStore,
     :param record_success: False records no event when every check passes.
     :param permit_post_copy: the host's permit when it is not ``[lmcaps]
         permit_post_copy``.
+    :param options: the host's names of lmcaps options, for the checks'
+        messages (``CheckContext.options``).
     :raises: InvalidRequest (nothing touched), CheckNotFound /
         CheckLoadFailed, DriverError from the driver,
         MigrationPreCheckFailed (event recorded, report attached).
@@ -99,17 +102,34 @@ def run(conf: cfg.ConfigOpts, store: lmcaps_events.EventStore,
     if data_gib is None:
         data_gib = (driver.guest_data_gib(spec) if driver is not None and
                     spec is not None else 2.0)
-    pol = lmcaps_policy.resolve(conf, data_gib, checked,
-                                declaration=declaration,
-                                permit_post_copy=permit_post_copy)
-    ctx = checks_base.CheckContext(instance=instance, policy=pol,
-                                   declaration=declaration, conf=conf,
-                                   request=merged(checked))
+    ctx = check_context(conf, instance, checked, declaration=declaration,
+                        data_gib=data_gib, permit_post_copy=permit_post_copy,
+                        options=options)
+    pol = ctx.policy
     report = runner.run(ctx, store, request_id,
                         host or conf[lmcaps_conf.GROUP].host,
                         record_success=record_success)
     return Verdict(policy=pol, report=report, declaration=declaration,
                    context=ctx, data_gib=data_gib)
+
+
+def check_context(conf: cfg.ConfigOpts, instance: str, checked: Layers, *,
+                  declaration: caps.Declaration, data_gib: float,
+                  permit_post_copy: bool | None = None,
+                  options: Mapping[str, str] | None = None
+                  ) -> checks_base.CheckContext:
+    """The checks' context: the effective policy of validated ``checked``
+    layers over ``[lmcaps]`` config on this host (arguments as :func:`run`).
+
+    :raises: InvalidRequest for a timeout out of range.
+    """
+    pol = lmcaps_policy.resolve(conf, data_gib, checked,
+                                declaration=declaration,
+                                permit_post_copy=permit_post_copy)
+    return checks_base.CheckContext(instance=instance, policy=pol,
+                                    declaration=declaration, conf=conf,
+                                    request=merged(checked),
+                                    options=dict(options or {}))
 
 
 def request_layers(values: Mapping[str, Any]) -> list[tuple[str, Mapping]]:

@@ -20,6 +20,8 @@ REQS=(
     "SQLAlchemy<2.1"
     ddt requests-mock oslotest stestr osprofiler testresources
     testscenarios testtools wsgi-intercept hypothesis
+    # placement's WSGI app for nova's PlacementFixture (functional tests)
+    openstack-placement
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -42,6 +44,7 @@ try:
     import wsgi_intercept, hypothesis, requests_mock  # noqa
     import osprofiler, testresources  # noqa
     import oslo_vmware  # noqa
+    import placement  # noqa
     major_minor = tuple(int(p) for p in sqlalchemy.__version__.split('.')[:2])
     ok = ok and major_minor < (2, 1)
 except Exception:
@@ -52,6 +55,14 @@ EOF
 
 if ! have_nova; then
     quiet_pip install --quiet "${REQS[@]}"
+fi
+
+# nova's functional API fixture (OSAPIFixture) looks for etc/nova/api-paste.ini
+# under site-packages; pip puts nova's etc/ under the venv.
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ ! -e "$SITE/etc/nova/api-paste.ini" ]; then
+    mkdir -p "$SITE/etc"
+    ln -sfn "$VENV/etc/nova" "$SITE/etc/nova"
 fi
 
 # lmcaps itself, editable, so that its entry points (lmcaps.drivers,

@@ -16,6 +16,9 @@ from lmcaps import exception
 from lmcaps.checks import base
 
 NAMESPACE = 'lmcaps.checks'
+#: Longest :attr:`PreCheckReport.summary`: it fits in nova's 255-character
+#: event details even behind nova's ``Migration pre-check error: ``.
+SUMMARY_MAX = 200
 
 
 def available() -> list[str]:
@@ -37,6 +40,34 @@ class PreCheckReport:
     @property
     def reasons(self) -> list[str]:
         return [f'{r.name}: {r.reason}' for r in self.results if not r.passed]
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the checks that failed, in the order they ran."""
+        return [r.name for r in self.results if not r.passed]
+
+    @property
+    def summary(self) -> str:
+        """One line naming every failed check, at most
+        :data:`SUMMARY_MAX` characters (nova keeps 255 of an event's
+        details), e.g. ``refused by 2 of 3 lmcaps pre-checks: post_copy,
+        timeout_bounds``."""
+        failed = self.failed
+        if not failed:
+            return f'{len(self.results)} lmcaps pre-checks passed'
+        text = (f'refused by {len(failed)} of {len(self.results)} lmcaps '
+                f"pre-checks: {', '.join(failed)}")
+        return text if len(text) <= SUMMARY_MAX else \
+            text[:SUMMARY_MAX - 3] + '...'
+
+    def details(self, policy: Any = None) -> str:
+        """The event details: :attr:`summary`, then one line per reason,
+        then the effective policy with each value's source (``policy``, an
+        ``EffectivePolicy``, when given)."""
+        lines = [self.summary, *self.reasons]
+        if policy is not None:
+            lines.append(f'effective policy: {policy.describe()}')
+        return '\n'.join(lines)
 
     def as_dict(self) -> dict:
         return {r.name: {'result': r.passed, 'reason': r.reason}
@@ -126,11 +157,9 @@ class PreCheckRunner:
             raise
         if report.passed:
             if record_success:
-                finish(lmcaps_events.SUCCESS,
-                       f'{len(report.results)} checks passed')
+                finish(lmcaps_events.SUCCESS, report.details(ctx.policy))
             return report
-        finish(lmcaps_events.ERROR,
-               lmcaps_events.details_text(report.reasons))
+        finish(lmcaps_events.ERROR, report.details(ctx.policy))
         raise exception.MigrationPreCheckFailed(ctx.instance, report.reasons,
                                                 report=report,
                                                 policy=ctx.policy)

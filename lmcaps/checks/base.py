@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 from oslo_config import cfg
 
 from lmcaps import capabilities as caps
+from lmcaps import conf as lmcaps_conf
 from lmcaps import policy as lmcaps_policy
 
 
@@ -18,6 +20,10 @@ class CheckContext:
 
     :param request: the validated per-instance values (may be empty).
     :param declaration: the driver's declaration refined for this host.
+    :param options: lmcaps option name -> the name of the option that
+        holds that value on this host, for messages (an embedding host such
+        as nova: ``permit_post_copy`` -> ``[libvirt]
+        live_migration_permit_post_copy``); see :meth:`option`.
     """
 
     instance: str
@@ -25,6 +31,12 @@ class CheckContext:
     declaration: caps.Declaration
     conf: cfg.ConfigOpts
     request: dict = dataclasses.field(default_factory=dict)
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def option(self, name: str) -> str:
+        """How to name lmcaps option ``name`` in a message on this host
+        (default ``[lmcaps] name``)."""
+        return self.options.get(name) or f'[{lmcaps_conf.GROUP}] {name}'
 
 
 @dataclasses.dataclass(frozen=True)

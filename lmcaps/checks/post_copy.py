@@ -24,6 +24,6 @@ class PostCopyCheck(base.PreCheck):
             src = pol.sources.get('force_complete_mode', 'config')
             return self.fail(
                 f'force_complete_mode postcopy (from {src}) is not permitted '
-                f'on this host: [lmcaps] permit_post_copy is False; use '
-                f'force_complete_mode pause or auto')
+                f"on this host: {ctx.option('permit_post_copy')} is False; "
+                f'use force_complete_mode pause or auto')
         return self.ok()

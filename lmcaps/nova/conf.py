@@ -30,7 +30,21 @@ nova_opts = [
                      '[lmcaps] min_completion_timeout, max_completion_timeout '
                      'and allowed_timeout_actions; set max_completion_timeout '
                      'before enabling this, or owners can ask for no timeout '
-                     '(0).'),
+                     '(0).  Owner values never refuse a migration: an '
+                     'invalid one is ignored, one out of bounds is clamped '
+                     'into them (0 becomes max_completion_timeout when that '
+                     'is set), and the live-migration action records it.'),
+    cfg.BoolOpt('precheck_fail_open',
+                default=False, mutable=True,
+                help="What the source pre-check does when lmcaps itself "
+                     'fails (a check that cannot load, a declaration or '
+                     'event that cannot be read or written): False refuses '
+                     'the live migration with MigrationPreCheckError (the '
+                     'instance stays ACTIVE); True logs the failure, records '
+                     'an Error event lmcaps_precheck_live_migration and lets '
+                     'the migration go ahead on nova\'s host-wide values. '
+                     'A check that refuses, and a bad request or flavor '
+                     'value, refuse either way.'),
     cfg.IntOpt('vmware_completion_timeout_per_gib',
                default=0, min=0, mutable=True,
                help="Host-wide live-migration completion timeout of nova's "

@@ -15,8 +15,16 @@ from typing import Any
 
 from nova import exception as nova_exception
 from nova import objects
+from oslo_log import log as logging
 
 from lmcaps import events as lmcaps_events
+
+
+LOG = logging.getLogger(__name__)
+
+#: The event recording what was done to an owner's ``lmcaps:`` instance
+#: metadata (ignored, clamped); Error, so that nova keeps its details.
+METADATA = 'lmcaps_instance_metadata_live_migration'
 
 
 def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
@@ -89,18 +97,31 @@ class NovaEventStore(lmcaps_events.EventStore):
     def event_finish(self, request_id: str, instance_uuid: str, event: str,
                      result: str, details: str | None = None,
                      traceback: str | None = None) -> None:
-        ctx = self._context(request_id)
+        """Finish an event in nova's row.
+
+        nova keeps the first 255 characters of an Error event's details
+        (``compute_utils.exception_to_dict``) and its whole traceback text,
+        and nothing of a Success event.  So an Error event's details are the
+        first line of ``details`` (lmcaps's one-line summary) and its
+        traceback is all of ``details`` followed by ``traceback``: the full
+        reasons, which ``GET /servers/{id}/os-instance-actions/{request_id}``
+        shows to admins as the event's ``traceback``.
+        """
         if result == lmcaps_events.SUCCESS:
             # nova keeps no details for a successful event: they are lost.
-            exc_val = exc_tb = None
-        else:
-            # nova stores exc_val (a string) as details; a non-empty exc_tb
-            # is what makes the result 'Error'.
-            exc_val = details or result
-            exc_tb = traceback or details or result
+            self._finish(request_id, instance_uuid, event, None, None)
+            return
+        summary = (details or result).split('\n', 1)[0]
+        full = '\n'.join(t for t in (details or result, traceback) if t)
+        self._finish(request_id, instance_uuid, event, summary, full)
+
+    def _finish(self, request_id: str, instance_uuid: str, event: str,
+                exc_val: str | None, exc_tb: str | None) -> None:
+        # nova stores exc_val (a string) as details; a non-empty exc_tb is
+        # what makes the result 'Error'.
         objects.InstanceActionEvent.event_finish_with_failure(
-            ctx, instance_uuid, event, exc_val=exc_val, exc_tb=exc_tb,
-            want_result=False)
+            self._context(request_id), instance_uuid, event, exc_val=exc_val,
+            exc_tb=exc_tb, want_result=False)
 
     def record(self, request_id: str, instance_uuid: str, event: str,
                result: str, host: str | None = None,
@@ -111,11 +132,12 @@ class NovaEventStore(lmcaps_events.EventStore):
         nova finishes the *first* event of a name in an action (its
         ``action_event_finish``), so a repeated event (each attempt of the
         monitor's timeout action, a second pre-check of one request) is
-        folded into that row: its details and traceback text gain one line
-        each (nova keeps the first 255 characters of details, the whole
-        traceback), its result is Error if any was.  A timeout-action event
-        is always Error, as in :mod:`lmcaps.nova.monitor`: the migration
-        missed its deadline, and nova keeps details only for Error.
+        folded into that row: its details gain the new summary line and its
+        traceback text the new full text (nova keeps the first 255
+        characters of details, the whole traceback), its result is Error if
+        any was.  A timeout-action event is always Error, as in
+        :mod:`lmcaps.nova.monitor`: the migration missed its deadline, and
+        nova keeps details only for Error.
         """
         if event == lmcaps_events.TIMEOUT_ACTION:
             result = lmcaps_events.ERROR
@@ -127,14 +149,15 @@ class NovaEventStore(lmcaps_events.EventStore):
             return
         if previous.result == lmcaps_events.ERROR:
             result = lmcaps_events.ERROR
-        # nova keeps the first 255 characters of details, and the whole
-        # traceback text (which holds the details when there is none).
-        joined = '\n'.join(text for text in (previous.details, details)
-                           if text) or None
-        full = '\n'.join(text for text in (previous.traceback,
-                                           traceback or details) if text)
-        self.event_finish(request_id, instance_uuid, event, result,
-                          details=joined, traceback=full or None)
+        if result == lmcaps_events.SUCCESS:
+            self._finish(request_id, instance_uuid, event, None, None)
+            return
+        new = details or result
+        summary = new.split('\n', 1)[0]
+        joined = '\n'.join(t for t in (previous.details, summary) if t)
+        full = '\n'.join(t for t in (previous.traceback, new, traceback)
+                         if t)
+        self._finish(request_id, instance_uuid, event, joined, full)
 
     def _recorded(self, request_id: str, instance_uuid: str,
                   event: str) -> Any:
@@ -167,3 +190,41 @@ class NovaEventStore(lmcaps_events.EventStore):
                     details=ev.details))
         records.sort(key=lambda r: (r.start_time, r.id))
         return records
+
+
+class BestEffortStore(NovaEventStore):
+    """A :class:`NovaEventStore` whose writes never raise: a failure is
+    logged and the event is lost.  For the source pre-check, where an event
+    that cannot be written must not change the verdict (a refusal keeps its
+    reasons, a pass passes)."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        #: names of the events this store finished
+        self.finished: set[str] = set()
+
+    def _guard(self, what: str, call: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            call(*args, **kwargs)
+            if call.__name__ in ('event_finish', 'record') and len(args) > 2:
+                self.finished.add(args[2])
+        except Exception:
+            LOG.warning('lmcaps could not %s (instance %s); the event is '
+                        'lost', what, args[1] if len(args) > 1 else '?',
+                        exc_info=True)
+
+    def action_start(self, *args: Any, **kwargs: Any) -> None:
+        self._guard('start an instance action', super().action_start,
+                    *args, **kwargs)
+
+    def event_start(self, *args: Any, **kwargs: Any) -> None:
+        self._guard('start an instance action event', super().event_start,
+                    *args, **kwargs)
+
+    def event_finish(self, *args: Any, **kwargs: Any) -> None:
+        self._guard('finish an instance action event', super().event_finish,
+                    *args, **kwargs)
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        self._guard('record an instance action event', super().record,
+                    *args, **kwargs)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -223,6 +224,95 @@ if nova_vmware is not None:
     )
 
 
+#: The signature of nova 34's original of each patched attribute, as each
+#: wrapper expects it (``str(inspect.signature(original))``), keyed by
+#: ``(owner, attribute)``; :func:`signature_drift` compares them.
+SIGNATURES: dict[tuple[Any, str], str] = {
+    (nova_driver.LibvirtDriver, 'check_can_live_migrate_source'):
+        '(self, context, instance, dest_check_data, block_device_info=None)',
+    (nova_driver.LibvirtDriver, '_live_migration_monitor'):
+        '(self, context, instance, guest, dest, post_method, recover_method, '
+        'block_migration, migrate_data, future, disk_paths)',
+    (nova_driver.LibvirtDriver, 'update_provider_tree'):
+        '(self, provider_tree, nodename, allocations=None)',
+    (nova_migration, 'should_trigger_timeout_action'):
+        '(instance, elapsed, completion_timeout, migration_status)',
+    (nova_migration, 'run_tasks'):
+        '(guest, instance, active_migrations, on_migration_failure, '
+        'migration, is_post_copy_enabled)',
+}
+if nova_vmware is not None:
+    SIGNATURES.update({
+        (nova_vmware.VMwareVCDriver, 'check_can_live_migrate_source'):
+            '(self, context, instance, dest_check_data, '
+            'block_device_info=None)',
+        (nova_vmware.VMwareVCDriver, 'live_migration'):
+            '(self, context, instance, dest, post_method, recover_method, '
+            'block_migration=False, migrate_data=None)',
+        (nova_vmware_session.VMwareAPISession, '_call_method'):
+            '(self, module, method, *args, **kwargs)',
+    })
+
+
+def _name(owner: Any, name: str) -> str:
+    return f"{getattr(owner, '__qualname__', owner.__name__)}.{name}"
+
+
+def _original(owner: Any, name: str) -> Callable:
+    """nova's own attribute, also while the hooks are in place (no lock:
+    :func:`enable` calls this holding it; ``_saved`` is replaced, never
+    changed)."""
+    for item in _saved or ():
+        if item.owner is owner and item.name == name:
+            return item.original
+    return vars(owner)[name]
+
+
+def signature_drift(patches: tuple[tuple[Any, str, Factory], ...] = PATCHES,
+                    signatures: dict[tuple[Any, str], str] | None = None
+                    ) -> list[str]:
+    """Where nova's methods no longer look as the wrappers expect.
+
+    For each patched attribute: nova's original must exist and have the
+    signature in :data:`SIGNATURES`, and the wrapper must accept every call
+    that signature allows (its parameters, passed by position and by name).
+
+    :returns: one line per problem; empty when nothing drifted.
+    """
+    signatures = SIGNATURES if signatures is None else signatures
+    found = []
+    for owner, name, factory in patches:
+        label = _name(owner, name)
+        expected = signatures.get((owner, name))
+        if expected is None:
+            found.append(f'{label}: no expected signature in SIGNATURES')
+            continue
+        try:
+            original = _original(owner, name)
+        except KeyError:
+            found.append(f'{label}: missing in nova')
+            continue
+        actual = str(inspect.signature(original))
+        if actual != expected:
+            found.append(f'{label}: nova has {actual}, lmcaps expects '
+                         f'{expected}')
+            continue
+        wrapper = inspect.signature(factory(original, cfg.ConfigOpts()),
+                                    follow_wrapped=False)
+        params = [p for p in inspect.signature(original).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        for how, call in (
+                ('by position', lambda: wrapper.bind(*params)),
+                ('by name', lambda: wrapper.bind(
+                    **{p.name: p for p in params}))):
+            try:
+                call()
+            except TypeError as exc:
+                found.append(f'{label}: the wrapper does not take the '
+                             f'arguments {how}: {exc}')
+    return found
+
+
 def enabled() -> bool:
     """Whether the hooks are in place."""
     return _saved is not None
@@ -242,6 +332,9 @@ def enable(conf: cfg.ConfigOpts | None = None) -> None:
             import nova.conf
             conf = nova.conf.CONF
         nova_conf.register_opts(conf)
+        for problem in signature_drift():
+            LOG.error('lmcaps hooks: a wrapped nova method changed: %s',
+                      problem)
         saved = []
         for owner, name, factory in PATCHES:
             original = vars(owner)[name]

@@ -57,10 +57,10 @@ from oslo_log import log as logging
 from lmcaps import capabilities as caps
 from lmcaps import conf as lmcaps_conf
 from lmcaps import events as lmcaps_events
-from lmcaps import exception
 from lmcaps import latch as latch_mod
 from lmcaps import policy as lmcaps_policy
 from lmcaps.drivers import model
+from lmcaps.nova import carry
 from lmcaps.nova import events as nova_events
 from lmcaps.nova import policy as nova_policy
 from lmcaps.nova import timer as lmcaps_timer
@@ -452,14 +452,18 @@ _states: dict[str, MigrationState] = {}
 
 def begin(driver: Any, conf: cfg.ConfigOpts, context: Any, instance: Any,
           guest: Any) -> MigrationState:
-    """Register the state of a migration whose monitor starts now."""
+    """Register the state of a migration whose monitor starts now.
+
+    Its per-instance values are those the source pre-check resolved
+    (:func:`lmcaps.nova.carry.for_monitor`), not a second reading of the
+    instance.  Never raises.
+    """
     try:
-        layers = nova_policy.instance_layers(conf, context, instance)
-    except exception.InvalidRequest as exc:
-        # The source pre-check refuses these; if one gets here anyway the
-        # migration runs on the host-wide values.
-        LOG.error('Ignoring per-instance live-migration values of %s: %s',
-                  instance.uuid, exc.message)
+        layers = carry.for_monitor(conf, context, instance).layers
+    except Exception:
+        LOG.exception('lmcaps could not read the per-instance values of %s; '
+                      "the migration runs on nova's host-wide values",
+                      instance.uuid)
         layers = []
     state = MigrationState(driver, conf, context, instance, guest, layers)
     with _lock:

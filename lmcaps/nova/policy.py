@@ -16,8 +16,21 @@ One precedence, first wins, field by field:
    such options: ``[lmcaps_nova] vmware_completion_timeout_per_gib`` (0 =
    never, as nova's VMware driver) and abort (:mod:`lmcaps.nova.vmware`).
 
-Every per-instance value is checked by the pre-checks against ``[lmcaps]``
-min/max_completion_timeout and allowed_timeout_actions.
+The per-instance values are resolved once, in the source pre-check
+(:func:`resolve_instance`), within the operator's bounds (``[lmcaps]``
+min/max_completion_timeout and allowed_timeout_actions, :mod:`lmcaps.bounds`)
+whether or not the ``timeout_bounds`` check is enabled:
+
+* a request or flavor value (set by an operator) out of bounds is refused
+  (``InvalidRequest``), as a bad value is;
+* instance metadata (set by the instance owner) never refuses: an invalid
+  key or value is ignored, a timeout out of bounds is clamped into them
+  (``0``, never, becomes ``max_completion_timeout`` where one is set), a
+  timeout action not allowed is ignored; each is a note of the
+  :class:`Resolution`.
+
+The monitor enforces that resolution (:mod:`lmcaps.nova.carry`), not a
+second reading of the instance.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from lmcaps import bounds as lmcaps_bounds
 from lmcaps import exception
 from lmcaps import policy as lmcaps_policy
 from lmcaps import request as lmcaps_request
@@ -91,24 +105,107 @@ def from_specs(specs: Mapping[str, str], source: str) -> dict[str, Any]:
                    f": {exc.kwargs.get('reason', exc)}") from exc
 
 
-def instance_layers(conf: cfg.ConfigOpts, context: Any,
-                    instance: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The per-instance layers of ``instance``, highest precedence first.
+#: The per-instance layers, highest precedence first.
+ORDER = (REQUEST, FLAVOR, METADATA)
 
-    :raises: InvalidRequest if any layer holds a bad value.
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """The per-instance values of one live migration, resolved once.
+
+    :param picked: field -> ``(value, source)`` for each field a
+        per-instance layer gives (the first layer of :data:`ORDER` that
+        has it); values are within the operator's bounds.
+    :param notes: what was done to the owner's instance metadata (ignored,
+        clamped), one line each; empty when nothing was.
     """
-    layers = []
+
+    picked: Mapping[str, tuple[Any, str]]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def layers(self) -> list[tuple[str, dict[str, Any]]]:
+        """The picked values as ``(source, values)`` layers, in
+        :data:`ORDER` (what :func:`lmcaps.policy.resolve` takes)."""
+        out = []
+        for source in ORDER:
+            values = {field: value for field, (value, src)
+                      in sorted(self.picked.items()) if src == source}
+            if values:
+                out.append((source, values))
+        return out
+
+    def without(self, source: str, note: str) -> Resolution:
+        """This resolution without the values of ``source``, with ``note``."""
+        return Resolution(
+            picked={f: v for f, v in self.picked.items() if v[1] != source},
+            notes=(*self.notes, note))
+
+    def uses(self, source: str) -> bool:
+        return any(src == source for _value, src in self.picked.values())
+
+
+def owner_values(conf: cfg.ConfigOpts, metadata: Mapping[str, str]
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """The usable ``lmcaps:`` values of instance metadata, and notes.
+
+    Each key is read on its own: an unknown key or a bad value is ignored
+    with a note; nothing here raises.  Bounds are applied by the caller to
+    the values that win (:func:`resolve_instance`).
+    """
+    values: dict[str, Any] = {}
+    notes = []
+    prefix = NAMESPACE + ':'
+    for key in sorted(metadata):
+        if not key.startswith(prefix):
+            continue
+        try:
+            values.update(from_specs({key: metadata[key]}, METADATA))
+        except exception.InvalidRequest as exc:
+            notes.append(f"{key} ignored: {exc.kwargs.get('reason', exc)}")
+    return values, notes
+
+
+def resolve_instance(conf: cfg.ConfigOpts, context: Any,
+                     instance: Any) -> Resolution:
+    """The per-instance values of this live migration of ``instance``.
+
+    Precedence request > flavor > instance metadata (only with
+    ``[lmcaps_nova] instance_metadata``), field by field; the operator's
+    bounds applied as the module says.
+
+    :raises: InvalidRequest for a bad or out-of-bounds request or flavor
+        value, naming the layer, the key and the allowed values.
+    """
+    operator: list[tuple[str, dict[str, Any]]] = []
     requested = nova_request.from_instance(instance, context)
     if requested:
-        layers.append((REQUEST, requested))
+        operator.append((REQUEST, requested))
     flavor = from_specs(instance.flavor.extra_specs or {}, FLAVOR)
     if flavor:
-        layers.append((FLAVOR, flavor))
+        operator.append((FLAVOR, flavor))
+    picked: dict[str, tuple[Any, str]] = {}
+    for source, values in operator:
+        for field, value in values.items():
+            picked.setdefault(field, (value, source))
+    problems = []
+    for field, (value, source) in sorted(picked.items()):
+        for text in lmcaps_bounds.problems(conf, {field: value}):
+            where = (spec_key(field) if source == FLAVOR
+                     else nova_request.api_name(field))
+            problems.append(f'{source} {where}: {text}')
+    if problems:
+        raise exception.InvalidRequest(reason='; '.join(problems))
+    notes: list[str] = []
     if conf[nova_conf.GROUP].instance_metadata:
-        meta = from_specs(instance.metadata or {}, METADATA)
-        if meta:
-            layers.append((METADATA, meta))
-    return layers
+        owner, notes = owner_values(conf, instance.metadata or {})
+        winning = {f: v for f, v in owner.items() if f not in picked}
+        kept, clamped = lmcaps_bounds.clamp(
+            conf, winning, label={f: spec_key(f) for f in winning})
+        notes += clamped
+        for field, value in kept.items():
+            picked[field] = (value, METADATA)
+    return Resolution(picked=picked, notes=tuple(notes))
 
 
 @dataclasses.dataclass(frozen=True)

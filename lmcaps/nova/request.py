@@ -56,6 +56,16 @@ API_FIELDS: Mapping[str, str] = {
     'on_timeout': 'timeout_action',
 }
 
+
+def api_name(field: str) -> str:
+    """The os-migrateLive name of lmcaps request ``field``
+    (``completion_timeout`` -> ``timeout_seconds``)."""
+    for api, ours in API_FIELDS.items():
+        if ours == field:
+            return api
+    return field
+
+
 #: System-metadata key carrying a request to the compute (value <= 255 chars).
 SYSMETA_KEY = 'lmcaps_request'
 _SYSMETA_MAX = 255

@@ -49,12 +49,12 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from lmcaps import capabilities as caps
-from lmcaps import exception
 from lmcaps import latch as latch_mod
 from lmcaps import monitor as lmcaps_monitor
 from lmcaps import policy as lmcaps_policy
 from lmcaps.drivers import base
 from lmcaps.drivers import vmware as lmcaps_vmware
+from lmcaps.nova import carry
 from lmcaps.nova import conf as nova_conf
 from lmcaps.nova import events as nova_events
 from lmcaps.nova import policy as nova_policy
@@ -145,7 +145,8 @@ def source_host(nova_driver: Any, conf: cfg.ConfigOpts,
     gb = data_gb(instance)
     return precheck.SourceHost(
         declaration=lmcaps_driver(nova_driver, conf).host_declaration(),
-        data_gb=gb, defaults=defaults(conf, gb))
+        data_gb=gb, defaults=defaults(conf, gb),
+        options=precheck.VMWARE_OPTIONS)
 
 
 def monitor(conf: cfg.ConfigOpts) -> tuple[lmcaps_monitor.TimeoutMonitor,
@@ -353,14 +354,8 @@ def begin(nova_driver: Any, conf: cfg.ConfigOpts, context: Any,
     (nova runs as without lmcaps).  Never raises: lmcaps's own failure is
     logged and the migration runs without a deadline."""
     try:
-        try:
-            layers = nova_policy.instance_layers(conf, context, instance)
-        except exception.InvalidRequest as exc:
-            # The source pre-check refuses these; if one gets here anyway the
-            # migration runs on the host-wide values.
-            LOG.error('Ignoring per-instance live-migration values of %s: '
-                      '%s', instance.uuid, exc.message)
-            layers = []
+        # What the source pre-check resolved (never raises).
+        layers = carry.for_monitor(conf, context, instance).layers
         gb = data_gb(instance)
         policy = defaults(conf, gb).resolve(conf, layers)
         if policy.completion_timeout is None:

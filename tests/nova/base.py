@@ -6,6 +6,7 @@ import collections
 from typing import Any
 from unittest import mock
 
+from nova.compute import manager as compute_manager
 from nova.compute import task_states
 from nova.compute import vm_states
 from nova import context as nova_context
@@ -19,6 +20,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 from oslo_utils.fixture import uuidsentinel as uuids
 
+from lmcaps import checks as lmcaps_checks
 from lmcaps import events as lmcaps_events
 from tests.nova import fixtures as lmcaps_fixtures
 
@@ -93,6 +95,58 @@ class NovaLmcapsTestCase(test.TestCase):
             self.context, instance.uuid, self.context.request_id)
         return sorted(objects.InstanceActionEventList.get_by_action(
             self.context, action.id), key=lambda ev: ev.id)
+
+
+class PreCheckTestCase(NovaLmcapsTestCase):
+    """nova's ComputeManager over :attr:`drvr`, for the source pre-check;
+    nova's storage checks, which need files and domains, are stubbed."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.compute = compute_manager.ComputeManager()
+        self.compute.driver = self.drvr
+        for name, value in (('_check_shared_storage_test_file', True),
+                            ('_is_shared_block_storage', False),
+                            ('_get_all_assigned_mediated_devices', {})):
+            patcher = mock.patch.object(libvirt_driver.LibvirtDriver, name,
+                                        return_value=value)
+            patcher.start()
+            self.addCleanup(patcher.stop)
+
+    def check(self, instance: objects.Instance) -> objects.LiveMigrateData:
+        dest = objects.LibvirtLiveMigrateData(
+            filename='probe', image_type='default', block_migration=False,
+            graphics_listen_addr_vnc='127.0.0.1',
+            graphics_listen_addr_spice='127.0.0.1',
+            serial_listen_addr='127.0.0.1')
+        return self.compute.check_can_live_migrate_source(
+            self.context, instance, dest)
+
+    def reloaded(self, instance: objects.Instance) -> objects.Instance:
+        return objects.Instance.get_by_uuid(self.context, instance.uuid)
+
+    def named(self, instance: objects.Instance,
+              name: str) -> list[objects.InstanceActionEvent]:
+        """Every event called ``name`` of the live-migration action."""
+        action = objects.InstanceAction.get_by_request_id(
+            self.context, instance.uuid, self.context.request_id)
+        return [ev for ev in objects.InstanceActionEventList.get_by_action(
+            self.context, action.id) if ev.event == name]
+
+    def spy_evaluate(self) -> list:
+        """The contexts the pre-checks are evaluated on (they still run)."""
+        real = lmcaps_checks.PreCheckRunner.evaluate
+        calls = []
+
+        def evaluate(runner, ctx):
+            calls.append(ctx)
+            return real(runner, ctx)
+
+        patcher = mock.patch.object(lmcaps_checks.PreCheckRunner, 'evaluate',
+                                    evaluate)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return calls
 
 
 class MonitorRun:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from unittest import mock
@@ -67,6 +68,74 @@ class HooksTest(testtools.TestCase):
              ('VMwareAPISession', '_call_method')],
             [(owner.__name__, name) for owner, name, _ in hooks.PATCHES
              if 'vmwareapi' in getattr(owner, '__module__', '')])
+
+
+class _Nova:
+    """Stands in for a nova class whose methods changed."""
+
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data, block_device_info=None,
+                                      new_arg=None):
+        pass
+
+    def update_provider_tree(self, provider_tree, nodename,
+                             allocations=None):
+        pass
+
+
+class SignatureDriftTest(testtools.TestCase):
+    def test_nova_34_matches_what_the_wrappers_expect(self) -> None:
+        self.assertEqual([], hooks.signature_drift())
+        self.assertEqual({(owner, name) for owner, name, _ in hooks.PATCHES},
+                         set(hooks.SIGNATURES))
+        # The pinned signatures are nova's, read now.
+        for (owner, name), expected in hooks.SIGNATURES.items():
+            self.assertEqual(expected,
+                             str(inspect.signature(vars(owner)[name])), name)
+
+    def test_also_while_enabled(self) -> None:
+        self.addCleanup(hooks.disable)
+        hooks.enable()
+        self.assertEqual([], hooks.signature_drift())
+
+    def test_a_changed_signature_is_reported(self) -> None:
+        patches = ((_Nova, 'check_can_live_migrate_source',
+                    hooks._check_source),)
+        expected = hooks.SIGNATURES[(nova_driver.LibvirtDriver,
+                                     'check_can_live_migrate_source')]
+        [problem] = hooks.signature_drift(
+            patches, {(_Nova, 'check_can_live_migrate_source'): expected})
+        self.assertIn('_Nova.check_can_live_migrate_source: nova has (self, '
+                      'context, instance, dest_check_data, '
+                      'block_device_info=None, new_arg=None), lmcaps expects',
+                      problem)
+
+    def test_a_wrapper_that_cannot_take_the_arguments_is_reported(self) -> None:
+        # nova's signature as pinned, but a wrapper that drops a parameter.
+        def narrow(original, conf):
+            def update_provider_tree(self, provider_tree, nodename):
+                pass
+            return update_provider_tree
+        sig = '(self, provider_tree, nodename, allocations=None)'
+        problems = hooks.signature_drift(
+            ((_Nova, 'update_provider_tree', narrow),),
+            {(_Nova, 'update_provider_tree'): sig})
+        self.assertEqual(2, len(problems), problems)
+        self.assertIn('the wrapper does not take the arguments by position',
+                      problems[0])
+        self.assertIn('by name', problems[1])
+
+    def test_a_missing_method_or_pin_is_reported(self) -> None:
+        self.assertEqual(
+            ['_Nova.live_migration: missing in nova'],
+            hooks.signature_drift(((_Nova, 'live_migration',
+                                    hooks._vmware_live_migration),),
+                                  {(_Nova, 'live_migration'): '()'}))
+        self.assertEqual(
+            ['_Nova.update_provider_tree: no expected signature in '
+             'SIGNATURES'],
+            hooks.signature_drift(((_Nova, 'update_provider_tree',
+                                    hooks._provider_tree),), {}))
 
 
 class CmdTest(testtools.TestCase):

@@ -56,7 +56,10 @@ class VMwarePreCheckTest(vmware_base.VMwareNovaTestCase):
         self.assertEqual(('Error', 'source-host'), (ours.result, ours.host))
         self.assertIn('force_complete_postcopy is missing for driver vmware '
                       'on host source-host (vSphere has no call that '
-                      'switches to post-copy during a vMotion)', ours.details)
+                      'switches to post-copy during a vMotion)',
+                      ours.traceback)
+        self.assertEqual('refused by 1 of 3 lmcaps pre-checks: '
+                         'driver_support', ours.details)
 
     def test_abort_request_passes_and_is_recorded(self):
         inst = self.make_instance(extra_specs={

@@ -219,9 +219,29 @@ class RunnerTest(_Base):
         self.assertEqual(('counting: no',), err.reasons)
         self.assertEqual(err.reasons, tuple(err.report.reasons))
         [ev] = store.list_events('inst-1')
-        self.assertEqual((events.PRECHECK, events.ERROR, 'counting: no'),
-                         (ev.event, ev.result, ev.details))
+        # A one-line summary naming the failed checks, then the reasons,
+        # then the policy with each value's source.
+        lines = ev.details.splitlines()
+        self.assertEqual((events.PRECHECK, events.ERROR),
+                         (ev.event, ev.result))
+        self.assertEqual(['refused by 1 of 1 lmcaps pre-checks: counting',
+                          'counting: no'], lines[:2])
+        self.assertTrue(lines[2].startswith('effective policy: '
+                                            'completion_timeout '), lines)
         self.assertIsNotNone(ev.finish_time)
+
+    def test_summary_names_every_failed_check_in_one_short_line(self):
+        results = tuple(
+            base.CheckResult(f'check_{i:02d}', i % 3 != 0, 'why ' * 40)
+            for i in range(12))
+        report = checks.PreCheckReport('inst-1', results)
+        summary = report.summary
+        self.assertNotIn('\n', summary)
+        self.assertLessEqual(len(summary), checks.SUMMARY_MAX)
+        self.assertEqual('refused by 4 of 12 lmcaps pre-checks: check_00, '
+                         'check_03, check_06, check_09', summary)
+        self.assertEqual(summary, report.details().splitlines()[0])
+        self.assertEqual(5, len(report.details().splitlines()))
 
     def test_evaluation_crash_recorded_without_success_event(self):
         store = events.MemoryEventStore()

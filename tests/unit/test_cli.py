@@ -140,9 +140,13 @@ class CheckAndEventsTest(CLITestCase):
         self.assertEqual({'pass'}, {v['Result'] for v in verdicts})
         [ev] = self.json_out('events', INSTANCE)
         self.assertEqual(('req-1', events.PRECHECK, events.SUCCESS,
-                          'cli-host', '3 checks passed'),
+                          'cli-host'),
                          (ev['Request ID'], ev['Event'], ev['Result'],
-                          ev['Host'], ev['Details']))
+                          ev['Host']))
+        self.assertEqual(
+            '3 lmcaps pre-checks passed\neffective policy: completion_timeout '
+            '600s (request); timeout_action abort (request); '
+            'force_complete_mode auto (config)', ev['Details'])
         self.assertTrue(ev['Finish Time'])
 
     def test_refused_check_exits_1_and_records_why(self) -> None:
