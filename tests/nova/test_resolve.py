@@ -195,8 +195,8 @@ class ChangedAfterPreCheckTest(base.PreCheckTestCase):
         run = base.MonitorRun(self, self.inst, [
             (0, 'none'), *running(2, 60, 61, 62), (63, 'cancelled')])
         run.run()
-        # clamped 1 -> 60: queued at 61 s, switched on nova's next pass
-        self.assertEqual([62], run.times('postcopy'))
+        # clamped 1 -> 60: switched to post-copy on the pass at 61 s
+        self.assertEqual([61], run.times('postcopy'))
 
 
 class BoundsWithoutTheCheckTest(base.PreCheckTestCase):
