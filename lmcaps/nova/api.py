@@ -74,6 +74,8 @@ LOG = logging.getLogger(__name__)
 
 #: oslo.policy rule that allows the lmcaps fields in os-migrateLive.
 RULE = 'lmcaps:migrate_live:timeout'
+#: The filter's name in api-paste.ini (README.rst).
+FILTER_NAME = 'lmcaps_migrate_live'
 #: The action body key the filter reads.
 ACTION = 'os-migrateLive'
 
