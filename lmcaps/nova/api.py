@@ -54,8 +54,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import webob.dec
-import webob.exc
 from nova.api.openstack import wsgi as nova_wsgi
 from nova import context as nova_context
 from nova import exception as nova_exception
@@ -65,6 +63,8 @@ from nova import policy as nova_policy
 from oslo_log import log as logging
 from oslo_policy import policy as oslo_policy
 from oslo_utils import uuidutils
+import webob.dec
+import webob.exc
 
 from lmcaps import exception
 from lmcaps import request as lmcaps_request
