@@ -127,7 +127,19 @@ def _nova_installed() -> bool:
 
 #: Entry points whose module needs nova; without nova they must fail to load
 #: only because nova is missing (tests/nova loads them with nova installed).
-NEEDS_NOVA = {'lmcaps.nova.extra_specs'}
+NEEDS_NOVA = {'lmcaps.nova.extra_specs', 'lmcaps.nova.api'}
+
+
+def _policies(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
+              obj: object) -> None:
+    # oslopolicy-sample-generator --namespace lmcaps calls it
+    from oslo_policy import policy
+    test.assertEqual(DIST, ep.name)
+    rules = obj()
+    test.assertTrue(rules)
+    for rule in rules:
+        test.assertIsInstance(rule, policy.RuleDefault)
+        test.assertTrue(rule.name.startswith(f'{DIST}:'), rule.name)
 
 
 def _backend(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
@@ -145,6 +157,7 @@ KINDS: dict[str, Callable] = {
     'lmcaps.checks': _check,
     'lmcaps.cli': _cli,
     'oslo.config.opts': _opts,
+    'oslo.policy.policies': _policies,
     'console_scripts': _script,
 }
 
