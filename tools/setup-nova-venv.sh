@@ -20,6 +20,11 @@ REQS=(
     "SQLAlchemy<2.1"
     ddt requests-mock oslotest stestr osprofiler testresources
     testscenarios testtools wsgi-intercept hypothesis
+    # nova's functional tests (tests/nova/test_osc.py): placement's app
+    "openstack-placement"
+    # lmcaps[osc]: the OpenStackClient plugin and its openstacksdk calls
+    "python-openstackclient>=7.0" "osc-lib>=3.0" "openstacksdk>=4.0"
+    "os-traits>=3.0"
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -42,6 +47,7 @@ try:
     import wsgi_intercept, hypothesis, requests_mock  # noqa
     import osprofiler, testresources  # noqa
     import oslo_vmware  # noqa
+    import placement, openstackclient, osc_lib, openstack  # noqa
     major_minor = tuple(int(p) for p in sqlalchemy.__version__.split('.')[:2])
     ok = ok and major_minor < (2, 1)
 except Exception:
