@@ -12,6 +12,7 @@ case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 PYTHON=${PYTHON:-python3}
 
 NOVA_VERSION=34.0.0
+PLACEMENT_VERSION=16.0.0
 # OpenStack's upper-constraints pin SQLAlchemy 2.0.x; with 2.1 nova's
 # DB-backed tests fail on a deprecation turned into an error.
 REQS=(
@@ -20,11 +21,9 @@ REQS=(
     "SQLAlchemy<2.1"
     ddt requests-mock oslotest stestr osprofiler testresources
     testscenarios testtools wsgi-intercept hypothesis
-    # nova's functional tests (tests/nova/test_osc.py): placement's app
-    "openstack-placement"
-    # lmcaps[osc]: the OpenStackClient plugin and its openstacksdk calls
-    "python-openstackclient>=7.0" "osc-lib>=3.0" "openstacksdk>=4.0"
-    "os-traits>=3.0"
+    # nova's functional tests (tests/nova/test_api_e2e.py) run placement
+    # in-process through its fixture
+    "openstack-placement==${PLACEMENT_VERSION}"
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -38,11 +37,13 @@ quiet_pip() {
 }
 
 have_nova() {
-    "$VENV/bin/python" - "$NOVA_VERSION" <<'EOF'
+    "$VENV/bin/python" - "$NOVA_VERSION" "$PLACEMENT_VERSION" <<'EOF'
 import sys
 from importlib import metadata
 try:
     ok = metadata.version('nova') == sys.argv[1]
+    ok = ok and metadata.version('openstack-placement') == sys.argv[2]
+    import placement.tests.functional.fixtures.placement  # noqa
     import sqlalchemy, stestr, ddt, oslotest, testscenarios  # noqa
     import wsgi_intercept, hypothesis, requests_mock  # noqa
     import osprofiler, testresources  # noqa

@@ -4,13 +4,16 @@ nova 34's os-migrateLive body has no such fields (its schemas up to 2.104 set
 ``additionalProperties: False``).  :data:`MIGRATE_LIVE_PROPERTIES` is the
 fragment a nova microversion would merge (:func:`extend_migrate_live`), with
 the names of the 2018 spec (review 600613): ``timeout_seconds`` (absolute
-seconds, 0 = never) and ``on_timeout`` (``force_complete`` | ``abort``).
+seconds, 0 = never) and ``on_timeout`` (``force_complete`` | ``abort``), plus
+lmcaps's ``force_complete_mode`` (``auto`` | ``postcopy`` | ``pause``).  The
+nova-api middleware :mod:`lmcaps.nova.api` validates with the same fragment.
 
 The values reach the source compute in the instance's system metadata under
 :data:`SYSMETA_KEY`, bound to the request id of the live migration
 (:func:`stash`), so that a value left there never applies to a later
 migration.  System metadata needs no object or RPC change in nova; what is
-missing in stock nova 34 is an API handler that calls :func:`stash`.
+missing in stock nova 34 is an API handler that calls :func:`stash`; the
+paste filter :mod:`lmcaps.nova.api` is one.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ MIGRATE_LIVE_PROPERTIES: dict[str, Any] = {
         'description': 'What to do at the timeout: abort, or force_complete '
                        '(post-copy when permitted, else pause).',
     },
+    'force_complete_mode': {
+        'type': 'string', 'enum': list(lmcaps_conf.FORCE_COMPLETE_MODES),
+        'description': 'How force_complete is carried out: postcopy, pause, '
+                       'or auto (post-copy when [libvirt] '
+                       'live_migration_permit_post_copy is True and the host '
+                       'supports it, else pause). Overrides [lmcaps] '
+                       'force_complete_mode.',
+    },
 }
 
 #: The lmcaps fields of an os-migrateLive body as a schema of their own.
@@ -54,6 +65,7 @@ _MIGRATE_LIVE_VALIDATOR = jsonschema.Draft202012Validator(MIGRATE_LIVE_SCHEMA)
 API_FIELDS: Mapping[str, str] = {
     'timeout_seconds': 'completion_timeout',
     'on_timeout': 'timeout_action',
+    'force_complete_mode': 'force_complete_mode',
 }
 
 #: System-metadata key carrying a request to the compute (value <= 255 chars).
