@@ -8,33 +8,27 @@ endpoints, region and microversion settings apply.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
 from openstack import exceptions as sdk_exceptions
 from openstack import utils as sdk_utils
 
-from lmcaps import conf as lmcaps_conf
 from lmcaps import exception
 from lmcaps import request as lmcaps_request
 from lmcaps.nova import request as nova_request
 from lmcaps.nova import traits as lmcaps_traits
 
-#: os-migrateLive fields lmcaps adds, read by nova-api's lmcaps filter.
-FIELDS_SCHEMA: dict[str, Any] = {
-    'type': 'object',
-    'properties': copy.deepcopy(nova_request.MIGRATE_LIVE_PROPERTIES),
-    'additionalProperties': False,
-}
-FIELDS_SCHEMA['properties'].setdefault('force_complete_mode', {
-    'type': 'string', 'enum': list(lmcaps_conf.FORCE_COMPLETE_MODES)})
+#: os-migrateLive fields lmcaps adds: the schema fragment nova-api's
+#: ``lmcaps_migrate_live`` filter validates with.
+FIELDS_SCHEMA = nova_request.MIGRATE_LIVE_SCHEMA
 _FIELDS_VALIDATOR = jsonschema.Draft202012Validator(FIELDS_SCHEMA)
 
 #: Placement trait every nova compute node provider has.
 COMPUTE_NODE_TRAIT = 'COMPUTE_NODE'
+#: Placement microversion of the reads (``required`` needs 1.18).
+PROVIDERS_MICROVERSION = '1.18'
 #: The compute microversions that decide the body, as openstacksdk's and
 #: OpenStackClient's own ``server migrate --live``: ``host`` without
 #: ``force`` from 2.30, ``block_migration: auto`` from 2.25.
@@ -181,24 +175,35 @@ def capabilities(conn: Any, host: str | None = None
     """Each compute host's lmcaps traits, read from placement.
 
     Lists the resource providers with the ``COMPUTE_NODE`` trait (nova's
-    compute nodes; named by hypervisor hostname) through
-    ``conn.placement`` and reads each one's traits.
+    compute nodes; named by hypervisor hostname) through ``conn.placement``
+    (``GET /resource_providers?required=COMPUTE_NODE`` and
+    ``GET /resource_providers/{uuid}/traits`` at placement 1.18; plain REST
+    calls of the proxy, so they also work where openstacksdk could not pick
+    its placement v1 proxy, e.g. behind an endpoint override whose version
+    it did not discover).
 
     :param host: only the provider of this name.
     :returns: one entry a compute node, sorted by host.
     :raises: lmcaps.exception.InvalidInput when ``host`` names no compute
         node; openstack.exceptions.SDKException from placement.
     """
+    placement = conn.placement
     query: dict[str, Any] = {'required': COMPUTE_NODE_TRAIT}
     if host is not None:
         query['name'] = host
+    response = placement.get('/resource_providers', params=query,
+                             microversion=PROVIDERS_MICROVERSION)
+    sdk_exceptions.raise_from_response(response)
     result = []
-    for provider in conn.placement.resource_providers(**query):
-        traits = conn.placement.get_resource_provider_trait(provider).traits
-        ours = lmcaps_traits_of(traits or ())
+    for provider in response.json()['resource_providers']:
+        got = placement.get(
+            f"/resource_providers/{provider['uuid']}/traits",
+            microversion=PROVIDERS_MICROVERSION)
+        sdk_exceptions.raise_from_response(got)
+        ours = lmcaps_traits_of(got.json()['traits'])
         result.append(HostCapabilities(
-            host=provider.name, provider_uuid=provider.id, traits=ours,
-            operations=operations_of(ours)))
+            host=provider['name'], provider_uuid=provider['uuid'],
+            traits=ours, operations=operations_of(ours)))
     if host is not None and not result:
         raise exception.InvalidInput(
             what='host', value=repr(host),
