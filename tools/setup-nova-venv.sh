@@ -24,6 +24,10 @@ REQS=(
     # nova's functional tests (tests/nova/test_api_e2e.py) run placement
     # in-process through its fixture
     "openstack-placement==${PLACEMENT_VERSION}"
+    # lmcaps[osc]: the OpenStackClient plugin and its openstacksdk calls
+    # (tests/nova/test_osc.py runs the openstack shell in-process)
+    "python-openstackclient>=7.0" "osc-lib>=3.0" "openstacksdk>=4.0"
+    "os-traits>=3.0"
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -48,7 +52,7 @@ try:
     import wsgi_intercept, hypothesis, requests_mock  # noqa
     import osprofiler, testresources  # noqa
     import oslo_vmware  # noqa
-    import placement  # noqa
+    import placement, openstackclient, osc_lib, openstack  # noqa
     major_minor = tuple(int(p) for p in sqlalchemy.__version__.split('.')[:2])
     ok = ok and major_minor < (2, 1)
 except Exception:

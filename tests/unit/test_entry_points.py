@@ -125,6 +125,35 @@ def _nova_installed() -> bool:
     return True
 
 
+def _osc_plugin(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
+                obj: object) -> None:
+    test.assertEqual(DIST, ep.name)
+    for name in ('API_NAME', 'API_VERSION_OPTION', 'DEFAULT_API_VERSION',
+                 'make_client', 'build_option_parser'):
+        test.assertTrue(hasattr(obj, name), name)
+    test.assertEqual(DIST, getattr(obj, 'API_NAME'))
+
+
+def _osc_command(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
+                 obj: object) -> None:
+    test.assertTrue(ep.name.startswith(DIST + '_'), ep.name)
+    _cli(test, ep, obj)
+
+
+def _osc_installed() -> bool:
+    try:
+        import osc_lib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: Entry points whose module needs lmcaps[osc] (osc-lib, openstacksdk);
+#: without it they must fail to load only because that is missing
+#: (tests/nova/test_osc.py runs them in .venv-nova).
+NEEDS_OSC = {'lmcaps.osc.plugin', 'lmcaps.osc.commands'}
+OSC_MODULES = ('osc_lib', 'openstack', 'os_traits')
+
 #: Entry points whose module needs nova; without nova they must fail to load
 #: only because nova is missing (tests/nova loads them with nova installed).
 NEEDS_NOVA = {'lmcaps.nova.extra_specs', 'lmcaps.nova.api'}
@@ -151,13 +180,15 @@ def _backend(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
 
 
 KINDS: dict[str, Callable] = {
+    'oslo.policy.policies': _policies,
+    'openstack.cli.extension': _osc_plugin,
+    'openstack.lmcaps.v1': _osc_command,
     'nova.api.extra_spec_validators': _nova_validators,
     'lmcaps.conformance.backends': _backend,
     'lmcaps.drivers': _driver,
     'lmcaps.checks': _check,
     'lmcaps.cli': _cli,
     'oslo.config.opts': _opts,
-    'oslo.policy.policies': _policies,
     'console_scripts': _script,
 }
 
@@ -176,6 +207,10 @@ class EntryPointTest(test_base.BaseTestCase):
             if ep.module in NEEDS_NOVA and not _nova_installed():
                 exc = self.assertRaises(ImportError, ep.load)
                 self.assertEqual('nova', exc.name.split('.')[0], exc)
+                continue
+            if ep.module in NEEDS_OSC and not _osc_installed():
+                exc = self.assertRaises(ImportError, ep.load)
+                self.assertIn(exc.name.split('.')[0], OSC_MODULES, exc)
                 continue
             try:
                 obj = ep.load()
