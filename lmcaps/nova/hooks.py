@@ -1,6 +1,6 @@
 """Turning lmcaps on and off inside nova-compute's libvirt and VMware drivers.
 
-:func:`enable` wraps eight attributes of nova 34 and :func:`disable` puts the
+:func:`enable` wraps nine attributes of nova 34 and :func:`disable` puts the
 originals back; nothing else in nova is changed (the VMware ones only where
 nova's VMware driver imports, i.e. with oslo.vmware).  libvirt:
 
@@ -8,6 +8,11 @@ nova's VMware driver imports, i.e. with oslo.vmware).  libvirt:
   pre-checks (:mod:`lmcaps.nova.precheck`);
 * ``LibvirtDriver._live_migration_monitor`` — registers the migration's
   per-instance values while nova's monitor runs (:mod:`lmcaps.nova.monitor`);
+* ``LibvirtDriver._live_migration_operation`` — the migrate call's
+  ``VIR_ERR_OPERATION_ABORTED`` after lmcaps's own timeout abort is the
+  abort's expected end, not an error: nova 34 re-raises the migrate
+  thread's exception after its monitor rolled the guest back to the
+  source, which would put the instance into ERROR;
 * ``migration.should_trigger_timeout_action`` — answered by that state:
   per-instance deadline and action, once, never in post-copy (lmcaps's
   timer fires at the deadline; nova's pass is the fallback observer);
@@ -99,6 +104,33 @@ def _check_source(original: Callable, conf: cfg.ConfigOpts, *,
                 precheck.check_source(self, conf, context, instance)
         return result
     return check_can_live_migrate_source
+
+
+#: libvirt's VIR_ERR_OPERATION_ABORTED (virerror.h); nova's fake libvirt
+#: raises the code without defining the name.
+_OPERATION_ABORTED = 78
+
+
+def _operation(original: Callable, conf: cfg.ConfigOpts) -> Callable:
+    @functools.wraps(original)
+    def _live_migration_operation(self: Any, context: Any, instance: Any,
+                                  dest: Any, block_migration: Any,
+                                  migrate_data: Any, guest: Any,
+                                  device_names: Any) -> Any:
+        try:
+            return original(self, context, instance, dest, block_migration,
+                            migrate_data, guest, device_names)
+        except nova_driver.libvirt.libvirtError as exc:
+            state = monitor.lookup(instance.uuid)
+            if (state is None or exc.get_error_code() != _OPERATION_ABORTED or
+                    not state.aborted_by_lmcaps()):
+                raise
+            # nova's monitor sees the job end and rolls the guest back;
+            # the abort was lmcaps's, and it did what it was for
+            LOG.info('Live migration aborted by the lmcaps timeout action: '
+                     '%s', exc, instance=instance)
+            return None
+    return _live_migration_operation
 
 
 def _monitor(original: Callable, conf: cfg.ConfigOpts) -> Callable:
@@ -209,6 +241,7 @@ PATCHES: tuple[tuple[Any, str, Factory], ...] = (
     (nova_driver.LibvirtDriver, 'check_can_live_migrate_source',
      _check_source),
     (nova_driver.LibvirtDriver, '_live_migration_monitor', _monitor),
+    (nova_driver.LibvirtDriver, '_live_migration_operation', _operation),
     (nova_driver.LibvirtDriver, 'update_provider_tree', _provider_tree),
     (nova_migration, 'should_trigger_timeout_action', _should_trigger),
     (nova_migration, 'run_tasks', _run_tasks),
@@ -233,6 +266,9 @@ SIGNATURES: dict[tuple[Any, str], str] = {
     (nova_driver.LibvirtDriver, '_live_migration_monitor'):
         '(self, context, instance, guest, dest, post_method, recover_method, '
         'block_migration, migrate_data, future, disk_paths)',
+    (nova_driver.LibvirtDriver, '_live_migration_operation'):
+        '(self, context, instance, dest, block_migration, migrate_data, '
+        'guest, device_names)',
     (nova_driver.LibvirtDriver, 'update_provider_tree'):
         '(self, provider_tree, nodename, allocations=None)',
     (nova_migration, 'should_trigger_timeout_action'):

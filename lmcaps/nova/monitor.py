@@ -192,6 +192,16 @@ class MigrationState:
         self._write_outbox()     # not holding the lock: the timer may act
         return False
 
+    def aborted_by_lmcaps(self) -> bool:
+        """Whether lmcaps made an abort call that did not fail (libvirt
+        then ends the migrate call with VIR_ERR_OPERATION_ABORTED, possibly
+        before the abort call itself returned)."""
+        with self.lock:
+            return self.latch is not None and any(
+                a.action == latch_mod.ABORT and
+                a.result in (R.PENDING, R.EFFECTIVE)
+                for a in self.latch.attempts)
+
     def pause_only(self) -> bool:
         """Whether a force-complete must pause, not switch to post-copy."""
         with self.lock:
