@@ -674,9 +674,12 @@ class TimeoutMonitor:
             else:
                 latch.accepted(attempt)
                 LOG.log(logging.WARNING if st.interrupted else logging.INFO,
-                        'Timeout action %s on migration %s of instance %s '
-                        'accepted after %.3f s', action, st.migration.id,
-                        st.instance_uuid, st.migration.elapsed)
+                        '%s %s on migration %s of instance %s accepted '
+                        'after %.3f s',
+                        (f'Interrupted ({st.interrupted}):'
+                         if st.interrupted else 'Timeout action'),
+                        action, st.migration.id, st.instance_uuid,
+                        st.migration.elapsed)
                 self._watch_effect(st, attempt, inline)
             if attempt.result not in (R.PENDING, R.EFFECTIVE):
                 self._attempt_event(st, attempt)

@@ -139,8 +139,9 @@ class Drain(command.Command):
         parser.add_argument('--label', action='append', default=[],
                             metavar='KEY=VALUE', help='Only guests with '
                             'this label (repeatable: all must match).')
-        parser.add_argument('--max-parallel', metavar='N', default='2',
-                            help='Migrations at once (default 2).')
+        parser.add_argument('--max-parallel', metavar='N',
+                            help='Migrations at once (default 2; with '
+                                 '--resume, the drain\'s own unless given).')
         parser.add_argument('--max-per-dest', metavar='N',
                             help='Migrations at once to one destination.')
         parser.add_argument('--retries', metavar='N', default='0',

@@ -44,8 +44,8 @@ def _inputs(args: argparse.Namespace) -> tuple[lmcaps_drain.Options,
     """
     options = lmcaps_drain.Options(
         dests=tuple(args.dest),
-        max_parallel=drain_cmd._int(args.max_parallel, '--max-parallel', 1)
-        or 1,
+        max_parallel=drain_cmd._int(args.max_parallel or '2',
+                                    '--max-parallel', 1) or 1,
         per_dest=drain_cmd._int(args.max_per_dest, '--max-per-dest', 1),
         retries=drain_cmd._int(args.retries, '--retries', 0) or 0,
         finish_running=args.finish_running,
@@ -161,8 +161,12 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     migrated, on the source it waits again; waiting guests are pre-checked
     again with their recorded policy.
     """
+    import uuid
     from lmcaps import checks
     stored = lmcaps_drain.load(store, args.resume)
+    # each resume's own request ids: a later resume never mixes its events
+    # with an earlier one's
+    resume_n = uuid.uuid4().hex[:8]
     plan = stored.plan
     if plan.get('driver') != driver.name:
         raise exception.InvalidInput(
@@ -172,6 +176,9 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         raise exception.LmcapsException(
             f"{args.resume} is still run by process {plan['pid']}")
     options = stored.options
+    if args.max_parallel is not None:
+        options = dataclasses.replace(options, max_parallel=drain_cmd._int(
+            args.max_parallel, '--max-parallel', 1) or 1)
     if args.finish_running:
         options = dataclasses.replace(options, finish_running=True)
     driver.connect()
@@ -228,12 +235,13 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
                 continue
         again = lmcaps_drain.plan_item(
             conf, driver, store, runner, item.guest, item.request_id +
-            '.resumed', item.layers, item.priority, item.bandwidth_mib,
+            f'.resumed-{resume_n}', item.layers, item.priority, item.bandwidth_mib,
             item.data_gib)
         again.order = item.order
         items[-1] = again
     display.line(f'{args.resume}: resuming; {len(adopt)} re-attached, '
-                 f"{sum(i.status == 'waiting' for i in items)} waiting")
+                 f"{sum(i.status == 'waiting' for i in items)} waiting; at most "
+                 f'{options.max_parallel} at once')
     drainer = lmcaps_drainer.Drainer(
         conf, driver, store, items, options, args.resume,
         on_change=display.update, on_line=display.line)

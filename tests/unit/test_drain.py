@@ -628,11 +628,16 @@ class DrainCLITest(test_cli.CLITestCase):
         result = make(stop).run()
         self.assertEqual({'aborted': 1, 'not started': 2}, result.counts())
         self.assertEqual({'SIGTERM'}, {i.interrupted for i in result.items})
+        code, _out, err = self.lmcaps('drain', '--resume', drain_id,
+                                      '--max-parallel', '0')
+        self.assertEqual(2, code, err)
+        self.assertIn('--max-parallel', err)
         code, out, err = self.lmcaps('drain', '--resume', drain_id,
-                                     '-f', 'json')
+                                     '--max-parallel', '3', '-f', 'json')
         self.assertEqual(0, code, err)
         self.assertIn('web-1: aborted when SIGTERM stopped the drain; '
                       'planned again', err)
+        self.assertIn('at most 3 at once', err)
         data = json.loads(out)
         self.assertEqual({'completed': 3}, data['counts'])
         for name in ('web-1', 'web-2', 'db-1'):
