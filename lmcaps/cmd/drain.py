@@ -58,7 +58,7 @@ class Display:
     def _table(self, drainer: Any) -> Any:
         from rich import table as rich_table
         table = rich_table.Table(title=f'lmcaps drain {drainer.drain_id}')
-        for column in ('guest', 'dest', 'phase', 'done', 'deadline',
+        for column in ('guest', 'dest', 'phase', 'done', 'rate', 'deadline',
                        'action'):
             table.add_column(column)
         now = time.monotonic()
@@ -67,10 +67,12 @@ class Display:
             fraction = None if progress is None else progress.completed
             deadline = run.watch.deadline
             attempts = run.watch.attempts
+            rate = None if progress is None else progress.transfer_rate
             table.add_row(
                 run.item.name, run.dest,
                 '-' if progress is None else progress.phase.value,
                 '-' if fraction is None else f'{fraction * 100:.0f} %',
+                '-' if not rate else f'{rate / 2**20:.0f} MiB/s',
                 'none' if deadline is None else
                 f'{deadline - now:.0f} s' if deadline > now else 'passed',
                 attempts[-1].action if attempts else '')
@@ -81,16 +83,43 @@ class Display:
                 counts[item.status] += 1
             elif item.status != 'waiting':
                 failed += 1
+        elapsed = now - drainer.started
+        eta = drain_eta(drainer, elapsed)
         table.caption = (f"done {counts['completed']}  running "
                          f"{counts['running']}  waiting {counts['waiting']}"
                          f"  failed/refused {failed}  elapsed "
-                         f'{now - drainer.started:.0f} s')
+                         f'{elapsed:.0f} s  ETA '
+                         f"{'-' if eta is None else f'{eta:.0f} s'}")
         return table
 
     def close(self) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+def drain_eta(drainer: Any, elapsed: float) -> float | None:
+    """Seconds the drain still needs, from the RAM moved so far: the
+    ended guests' RAM plus the completed fraction of the running ones,
+    against the RAM of those still running or waiting.  None before any
+    RAM has moved."""
+    moved = left = 0.0
+    running = {run.item.name: run for run in drainer.running.values()}
+    for item in drainer.items:
+        ram = float(item.guest.ram_mib)
+        if item.status == 'completed':
+            moved += ram
+        elif item.name in running:
+            progress = running[item.name].watch.progress
+            fraction = (progress.completed if progress is not None
+                        else None) or 0.0
+            moved += ram * fraction
+            left += ram * (1 - fraction)
+        elif item.status == 'waiting':
+            left += ram
+    if moved <= 0:
+        return None
+    return elapsed * left / moved
 
 
 def _int(text: str | None, what: str, low: int) -> int | None:

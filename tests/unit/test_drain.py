@@ -659,3 +659,53 @@ class DrainCLITest(test_cli.CLITestCase):
         data = json.loads(out)
         self.assertEqual({'completed': 3}, data['counts'])
         self.assertEqual(3, len(fake.world(self.world).sims))
+
+
+class LiveViewTest(testtools.TestCase):
+    """The live view's rate column and ETA (lmcaps.cmd.drain)."""
+
+    @staticmethod
+    def _drainer(fraction):
+        from types import SimpleNamespace as NS
+        guest = (lambda name, ram: base.GuestInfo(name=name, uuid=name,
+                                                  ram_mib=ram))
+        items = [NS(guest=guest('done', 1000), name='done',
+                    status='completed'),
+                 NS(guest=guest('moving', 2000), name='moving',
+                    status='running'),
+                 NS(guest=guest('next', 1000), name='next', status='waiting')]
+        progress = base.Progress(base.Phase.PRECOPY, fraction=fraction,
+                                 data_total=2000 * 2**20,
+                                 data_remaining=int(
+                                     2000 * 2**20 * (1 - fraction)),
+                                 transfer_rate=500 * 2**20)
+        run = NS(item=items[1], dest='dst', watch=NS(
+            progress=progress, deadline=None, attempts=[]))
+        return NS(drain_id='drain-x', items=items, running={'m': run},
+                  started=0.0)
+
+    def test_eta_from_the_ram_moved(self):
+        from lmcaps.cmd import drain as drain_cmd
+        # 1000 + 500 MiB moved in 30 s; 1500 + 1000 MiB left
+        self.assertAlmostEqual(
+            50.0, drain_cmd.drain_eta(self._drainer(0.25), 30.0))
+
+    def test_no_eta_before_anything_moved(self):
+        from lmcaps.cmd import drain as drain_cmd
+        d = self._drainer(0.0)
+        d.items[0].status = 'waiting'
+        self.assertIsNone(drain_cmd.drain_eta(d, 5.0))
+
+    def test_table_shows_rate_and_eta(self):
+        import io
+        from rich import console as rich_console
+        from lmcaps.cmd import drain as drain_cmd
+        view = drain_cmd.Display(io.StringIO())
+        with mock.patch('time.monotonic', return_value=30.0):
+            table = view._table(self._drainer(0.25))
+        out = io.StringIO()
+        rich_console.Console(file=out, width=120).print(table)
+        text = out.getvalue()
+        self.assertIn('500 MiB/s', text)
+        self.assertTrue(table.caption.endswith('elapsed 30 s  ETA 50 s'),
+                        table.caption)
