@@ -164,7 +164,7 @@ class OpenStackShellTest(libvirt_base.LibvirtMigrationMixin,
             f'/resource_providers/{uuid}/traits', version='1.6'
         ).body['traits'])
 
-    def test_capabilities_lists_both_hosts_with_lmcaps_traits(self) -> None:
+    def test_capabilities_all_hosts_one_host_unknown_host(self) -> None:
         rc, out, err = self.openstack('lmcaps', 'capabilities', '-f', 'json')
         self.assertEqual(0, rc, err)
         rows = json.loads(out)
@@ -178,8 +178,7 @@ class OpenStackShellTest(libvirt_base.LibvirtMigrationMixin,
                              row['Resource Provider'])
             self.assertIn('abort', row['Operations'])
             self.assertIn('per_instance_timeout', row['Operations'])
-
-    def test_capabilities_one_host_and_unknown_host(self) -> None:
+        # one host, then a host placement does not know
         rc, out, err = self.openstack('lmcaps', 'capabilities',
                                       '--host', 'src', '-f', 'json')
         self.assertEqual(0, rc, err)
