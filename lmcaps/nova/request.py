@@ -98,6 +98,16 @@ def extend_migrate_live(schema: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def validate_migrate_live(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The lmcaps fields of an os-migrateLive body, under their API names,
+    validated with :data:`MIGRATE_LIVE_SCHEMA` (also what a client sends).
+
+    :raises: InvalidRequest naming the field and its allowed values.
+    """
+    return lmcaps_request.validate(fields, MIGRATE_LIVE_SCHEMA,
+                                   _MIGRATE_LIVE_VALIDATOR)
+
+
 def from_migrate_live(body: Mapping[str, Any]) -> dict[str, Any]:
     """The lmcaps request in an os-migrateLive body; nova's own fields ignored.
 
@@ -110,8 +120,7 @@ def from_migrate_live(body: Mapping[str, Any]) -> dict[str, Any]:
             reason=f'os-migrateLive must be an object, got '
                    f'{type(body).__name__}')
     ours = {k: v for k, v in body.items() if k in MIGRATE_LIVE_PROPERTIES}
-    values = lmcaps_request.validate(ours, MIGRATE_LIVE_SCHEMA,
-                                     _MIGRATE_LIVE_VALIDATOR)
+    values = validate_migrate_live(ours)
     return lmcaps_request.validate(
         {API_FIELDS[k]: v for k, v in values.items()})
 

@@ -11,19 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jsonschema
 from openstack import exceptions as sdk_exceptions
 from openstack import utils as sdk_utils
 
 from lmcaps import exception
-from lmcaps import request as lmcaps_request
 from lmcaps.nova import request as nova_request
 from lmcaps.nova import traits as lmcaps_traits
-
-#: os-migrateLive fields lmcaps adds: the schema fragment nova-api's
-#: ``lmcaps_migrate_live`` filter validates with.
-FIELDS_SCHEMA = nova_request.MIGRATE_LIVE_SCHEMA
-_FIELDS_VALIDATOR = jsonschema.Draft202012Validator(FIELDS_SCHEMA)
 
 #: Placement trait every nova compute node provider has.
 COMPUTE_NODE_TRAIT = 'COMPUTE_NODE'
@@ -86,7 +79,8 @@ def migrate_live_fields(timeout_seconds: int | None = None,
     if isinstance(fields.get('timeout_seconds'), bool):
         raise exception.InvalidRequest(
             reason='timeout_seconds: must be of type integer, got bool')
-    return lmcaps_request.validate(fields, FIELDS_SCHEMA, _FIELDS_VALIDATOR)
+    # the schema nova-api's lmcaps_migrate_live filter validates with
+    return nova_request.validate_migrate_live(fields)
 
 
 def live_migrate_server(conn: Any, server: Any, host: str | None = None,
