@@ -29,9 +29,7 @@ monitor resolves again with the same bounded function and logs that it did
 from __future__ import annotations
 
 import collections
-import json
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 from nova import objects
@@ -39,12 +37,12 @@ from oslo_log import log as logging
 
 from lmcaps import request as lmcaps_request
 from lmcaps.nova import policy as nova_policy
+from lmcaps.nova import request as nova_request
 
 LOG = logging.getLogger(__name__)
 
 #: System-metadata key of the carried resolution.
 SYSMETA_KEY = 'lmcaps_resolved'
-_SYSMETA_MAX = 255
 #: How many resolutions the process keeps (oldest dropped first).
 RECENT = 512
 
@@ -54,34 +52,27 @@ _recent: collections.OrderedDict[tuple[str, str], nova_policy.Resolution] = \
 
 
 def encode(request_id: str, resolution: nova_policy.Resolution) -> str:
-    """The system-metadata text of ``resolution`` for ``request_id``.
+    """The system-metadata text of ``resolution`` for ``request_id``
+    (:func:`lmcaps.nova.request.bound_record`).
 
-    :raises: ValueError when it would not fit in 255 characters.
+    :raises: InvalidRequest when it would not fit in 255 characters.
     """
-    text = json.dumps(
-        {'request_id': request_id,
-         'values': {f: [v, s] for f, (v, s) in resolution.picked.items()}},
-        sort_keys=True, separators=(',', ':'))
-    if len(text) > _SYSMETA_MAX:
-        raise ValueError(f'request id {request_id!r} is too long to carry')
-    return text
+    return nova_request.bound_record(request_id, {
+        f: [v, s] for f, (v, s) in resolution.picked.items()})
 
 
 def decode(text: str, request_id: str) -> nova_policy.Resolution | None:
     """The resolution in ``text`` if it belongs to ``request_id``, else None.
 
-    :raises: ValueError for text that is not a valid record,
-        InvalidRequest for a value that is not valid.
+    :raises: ValueError for a value that is not ``[value, source]``,
+        InvalidRequest for text that is not a valid record or a value that
+        is not valid.
     """
-    data = json.loads(text)
-    if not isinstance(data, Mapping) or not isinstance(
-            data.get('request_id'), str) or not isinstance(
-            data.get('values'), Mapping):
-        raise ValueError('not {"request_id": str, "values": {...}}')
-    if data['request_id'] != request_id:
+    owner, values = nova_request.read_bound(text, SYSMETA_KEY)
+    if owner != request_id:
         return None
     picked = {}
-    for field, pair in data['values'].items():
+    for field, pair in values.items():
         if not (isinstance(pair, list) and len(pair) == 2 and
                 pair[1] in nova_policy.ORDER):
             raise ValueError(f'{field}: not [value, source]')

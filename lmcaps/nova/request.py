@@ -125,6 +125,41 @@ def from_migrate_live(body: Mapping[str, Any]) -> dict[str, Any]:
         {API_FIELDS[k]: v for k, v in values.items()})
 
 
+def bound_record(request_id: str, values: Mapping[str, Any]) -> str:
+    """System-metadata text of ``values`` tied to ``request_id``:
+    ``{"request_id": ..., "values": {...}}`` (JSON, at most 255 characters,
+    nova's limit for a system-metadata value).
+
+    :raises: InvalidRequest when it would not fit.
+    """
+    text = json.dumps({'request_id': request_id, 'values': dict(values)},
+                      sort_keys=True, separators=(',', ':'))
+    if len(text) > _SYSMETA_MAX:
+        raise exception.InvalidRequest(
+            reason=f'request id {request_id!r} is too long to carry')
+    return text
+
+
+def read_bound(text: str, key: str) -> tuple[str, Mapping[str, Any]]:
+    """(request id, values) of a :func:`bound_record` text.
+
+    :param key: the system-metadata key, for the error message.
+    :raises: InvalidRequest when the text is unreadable or malformed.
+    """
+    try:
+        data = json.loads(text)
+        owner, values = data['request_id'], data['values']
+    except (ValueError, TypeError, KeyError) as exc:
+        raise exception.InvalidRequest(
+            reason=f'system metadata {key} is unreadable: '
+                   f'{type(exc).__name__}: {exc}') from exc
+    if not isinstance(owner, str) or not isinstance(values, Mapping):
+        raise exception.InvalidRequest(
+            reason=f'system metadata {key} is malformed: request_id '
+                   f'must be a string and values an object')
+    return owner, values
+
+
 def stash(instance: Any, request_id: str, values: Mapping[str, Any]) -> None:
     """Put validated lmcaps values for one migration on the instance.
 
@@ -137,12 +172,7 @@ def stash(instance: Any, request_id: str, values: Mapping[str, Any]) -> None:
     :raises: InvalidRequest.
     """
     clean = lmcaps_request.validate(values)
-    text = json.dumps({'request_id': request_id, 'values': clean},
-                      sort_keys=True, separators=(',', ':'))
-    if len(text) > _SYSMETA_MAX:
-        raise exception.InvalidRequest(
-            reason=f'request id {request_id!r} is too long to carry')
-    instance.system_metadata[SYSMETA_KEY] = text
+    instance.system_metadata[SYSMETA_KEY] = bound_record(request_id, clean)
 
 
 def from_instance(instance: Any, context: Any) -> dict[str, Any]:
@@ -155,17 +185,7 @@ def from_instance(instance: Any, context: Any) -> dict[str, Any]:
     text = (instance.system_metadata or {}).get(SYSMETA_KEY)
     if not text:
         return {}
-    try:
-        data = json.loads(text)
-        owner, values = data['request_id'], data['values']
-    except (ValueError, TypeError, KeyError) as exc:
-        raise exception.InvalidRequest(
-            reason=f'system metadata {SYSMETA_KEY} is unreadable: '
-                   f'{type(exc).__name__}: {exc}') from exc
-    if not isinstance(owner, str) or not isinstance(values, Mapping):
-        raise exception.InvalidRequest(
-            reason=f'system metadata {SYSMETA_KEY} is malformed: request_id '
-                   f'must be a string and values an object')
+    owner, values = read_bound(text, SYSMETA_KEY)
     ids = {getattr(context, 'request_id', None),
            getattr(context, 'global_request_id', None)} - {None}
     if owner not in ids:
