@@ -163,6 +163,9 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
     """
     import uuid
     from lmcaps import checks
+    # bad input first (exit 2), before the store or the backend is asked
+    parallel = (None if args.max_parallel is None else
+                drain_cmd._int(args.max_parallel, '--max-parallel', 1))
     stored = lmcaps_drain.load(store, args.resume)
     # each resume's own request ids: a later resume never mixes its events
     # with an earlier one's
@@ -176,9 +179,8 @@ def _resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         raise exception.LmcapsException(
             f"{args.resume} is still run by process {plan['pid']}")
     options = stored.options
-    if args.max_parallel is not None:
-        options = dataclasses.replace(options, max_parallel=drain_cmd._int(
-            args.max_parallel, '--max-parallel', 1) or 1)
+    if parallel is not None:
+        options = dataclasses.replace(options, max_parallel=parallel)
     if args.finish_running:
         options = dataclasses.replace(options, finish_running=True)
     driver.connect()
