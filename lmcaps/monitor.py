@@ -3,12 +3,17 @@
 One scheduler thread keeps a heap of timers.  Each watched migration has a
 poll timer (to notice progress and its end; polls are batched by tick and
 run in a small pool of workers) and an action timer (its deadline, then
-retries and effect checks).  Actions have their own lane: a due action
-starts a thread of its own at once, so a deadline never queues behind
-polls, event writes or another migration's hung call.  Every driver call
-is bounded by ``[lmcaps] driver_call_timeout`` (the driver base class and
-:func:`lmcaps.drivers.base.bounded`); a hung call is abandoned and
-recorded, and the action retried or escalated (:mod:`lmcaps.latch`).
+retries and effect checks).  Actions have their own lane
+(:class:`lmcaps.drivers.calls.Lane`): due calls are taken in order by one
+thread, and more threads start while calls block, so a deadline never
+queues behind polls, event writes or another migration's hung call; polls
+and effect readings due meanwhile wait until every call handed to the
+lane was entered.  Every driver call
+is bounded by ``[lmcaps] driver_call_timeout``: readings by
+:func:`lmcaps.drivers.base.bounded`, action calls by a watchdog timer (the
+call runs on its lane thread, :func:`lmcaps.drivers.calls.watchdog_bound`);
+a hung call is abandoned and recorded, its thread replaced, and the action
+retried or escalated (:mod:`lmcaps.latch`).
 Events go through a bounded queue to one writer (:mod:`lmcaps.eventqueue`)
 and are flushed on stop.
 """
@@ -16,6 +21,7 @@ and are flushed on stop.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import enum
 import functools
 import heapq
@@ -55,11 +61,15 @@ MAX_TICK = 0.02
 RECHECK = 0.001
 #: Fewest migrations a poll batch carries before using another worker.
 MIN_BATCH = 8
-#: Most threads kept ready for a burst of actions at one deadline.
+#: Most threads kept ready for a burst of readings.
 RESERVED_THREADS = 512
-#: The action lane: each task makes one action's call, or one reading of
-#: its effect (bounded driver calls, run on ``calls.CALLS``).
-LANE = calls.DaemonPool('lmcaps-action')
+#: The action lane: each task makes one action's call, bounded by its
+#: watchdog; one thread takes them in order, more start while calls block
+#: (:class:`lmcaps.drivers.calls.Lane`).
+LANE = calls.Lane('lmcaps-action')
+#: Effect readings: bounded get_progress calls that may take seconds
+#: (libvirt's can block 2 s), a thread each, kept off the action lane.
+READINGS = calls.DaemonPool('lmcaps-effect')
 #: Seconds to the second effect reading after an accepted action (the
 #: first is at once); the delay doubles after each reading up to the poll
 #: interval.  Readings are timers, not sleeps, so thousands of accepted
@@ -88,7 +98,8 @@ def _predicted_end(progress: base.Progress | None) -> float | None:
 class _Timer(enum.IntEnum):
     ACTION = 0
     POLL = 1
-    EFFECT = 2      # read an accepted action's effect (on the action lane)
+    EFFECT = 2      # read an accepted action's effect (a READINGS thread)
+    WATCHDOG = 3    # an action call's bound (driver_call_timeout)
 
 
 def _finite(name: str, value: float, low: float, high: float) -> float:
@@ -142,6 +153,8 @@ class TimeoutMonitor:
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Timer, State]] = []
         self._effects: list[State] = []     # effect readings due (lock)
+        self._polls: list[State] = []       # polls due (lock)
+        self._watchdogs: list[State] = []   # call bounds due (lock)
         self._calls_waiting = 0   # action calls queued, not yet entered
         self._dead = 0
         self._seq = itertools.count()
@@ -272,9 +285,9 @@ class TimeoutMonitor:
             self._record(st, registry.WATCH, events.SUCCESS,
                          registry.watch_details(driver, migration, policy,
                                                 self.host))
-        # threads for the action lane and its bounded calls, started now
+        # threads for effect readings and their bounded calls, started now
         reserve = min(watched + 8, RESERVED_THREADS)
-        LANE.reserve(reserve)
+        READINGS.reserve(reserve)
         calls.CALLS.reserve(reserve)
         with self._cond:
             offset = (next(self._stagger) * _GOLDEN) % 1.0
@@ -335,6 +348,8 @@ class TimeoutMonitor:
             if st.effect_at is not None and st.effect_at <= when:
                 return
             st.effect_at = when
+        elif kind is _Timer.WATCHDOG:
+            st.watchdog_at = when
         else:
             if st.action_at is not None and st.action_at <= when:
                 return              # an earlier action timer will do
@@ -357,6 +372,11 @@ class TimeoutMonitor:
                     st.effect_at = None
                     self._effects.append(st)
                 continue
+            if kind is _Timer.WATCHDOG:
+                if st.watchdog_at == when:
+                    st.watchdog_at = None
+                    self._watchdogs.append(st)
+                continue
             if kind is _Timer.POLL:
                 if st.poll_at != when:
                     continue
@@ -377,8 +397,9 @@ class TimeoutMonitor:
     def _forget(self, st: State) -> None:
         """A finished migration leaves the heap (compacted when half dead)."""
         self._dead += ((st.poll_at is not None) + (st.action_at is not None)
-                       + (st.effect_at is not None))
-        st.poll_at = st.action_at = st.effect_at = None
+                       + (st.effect_at is not None) +
+                       (st.watchdog_at is not None))
+        st.poll_at = st.action_at = st.effect_at = st.watchdog_at = None
         if self._dead > 64 and self._dead * 2 > len(self._heap):
             self._heap = [e for e in self._heap if not e[3].finished.is_set()]
             heapq.heapify(self._heap)
@@ -395,21 +416,31 @@ class TimeoutMonitor:
                             return
                         now = self._clock()
                         actions, polls = self._pop_due(now)
-                        if actions or polls:
+                        self._polls.extend(polls)
+                        held = self._calls_waiting == 0 and bool(
+                            self._polls or self._effects)
+                        if actions or self._watchdogs or held:
                             break
                         wait = (min(60.0, self._heap[0][0] - now)
                                 if self._heap else None)
                         self._cond.wait(wait)
+                self._fire_watchdogs()
                 self._act_all(actions)   # begun here; calls on their lane
-                self._dispatch_polls(polls)
+                self._dispatch_polls()
                 self._dispatch_effects()
             except Exception:  # never let the scheduler die
                 LOG.exception('Timeout monitor scheduler error')
                 time.sleep(self._tick)
 
-    def _dispatch_polls(self, polls: list[State]) -> None:
-        if not polls:
-            return
+    def _dispatch_polls(self) -> None:
+        """Due polls go to the poll workers once every action call handed
+        to the lane was entered: a burst of deadlines goes first (the
+        readings' CPU would delay the calls' entry); held polls stay
+        popped, so they cost nothing meanwhile."""
+        with self._cond:
+            if self._calls_waiting > 0 or not self._polls:
+                return
+            polls, self._polls = self._polls, []
         chunks = min(self.workers, math.ceil(len(polls) / MIN_BATCH))
         size = math.ceil(len(polls) / chunks)
         for i in range(0, len(polls), size):
@@ -421,24 +452,21 @@ class TimeoutMonitor:
                 return
 
     def _dispatch_effects(self) -> None:
-        """Effect readings go to the action lane, after any action call
-        still waiting for a lane thread (a burst of deadlines first)."""
+        """Effect readings go to their own threads, after any action call
+        still waiting to be entered (held until then, like polls)."""
         with self._cond:
-            due, self._effects = self._effects, []
-            if due and self._calls_waiting > 0:
-                later = self._clock() + EFFECT_POLL
-                for st in due:
-                    self._push(st, _Timer.EFFECT, later)
+            if self._calls_waiting > 0 or not self._effects:
                 return
+            due, self._effects = self._effects, []
         for st in due:
-            LANE.submit(functools.partial(self._read_effect, st))
+            READINGS.submit(functools.partial(self._read_effect, st))
 
     # -- reading ----------------------------------------------------------
 
     def _read_effect(self, st: State) -> None:
-        """One reading of an accepted action's effect, on the action lane:
-        never queued behind the polls (slow ``get_progress`` calls keep
-        the poll workers busy), and never a sleep on a lane thread — the
+        """One reading of an accepted action's effect, on a thread of its
+        own: never queued behind the polls (slow ``get_progress`` calls
+        keep the poll workers busy), and never a sleep on that thread — the
         next reading is a timer, sooner at first (EFFECT_POLL, doubling up
         to the poll interval) until the effect shows or its bound passed.
         """
@@ -594,9 +622,11 @@ class TimeoutMonitor:
     def _act_all(self, states: list[State]) -> None:
         """Fire due actions: cheap, on the scheduler thread.
 
-        Every due attempt is begun first, then each driver call is handed
-        to a thread of the action lane, so a burst of deadlines begins
-        every attempt at once and no call, however slow, delays another.
+        Every due attempt is begun first, then the driver calls are handed
+        to the action lane in one batch, so a burst of deadlines begins
+        every attempt at once; a call that blocks gets another thread
+        beside it within the lane's period, so none delays another by
+        more than that.
         The last reading decides (a slow get_progress never makes the
         action late); post-copy once seen is latched, and drivers refuse
         an abort or a pause in post-copy themselves.
@@ -615,8 +645,8 @@ class TimeoutMonitor:
                 handoffs.append((st, attempt))
         with self._cond:
             self._calls_waiting += len(handoffs)
-        for st, attempt in handoffs:
-            LANE.submit(functools.partial(self._call, st, attempt))
+        LANE.submit_many([functools.partial(self._call, st, attempt)
+                          for st, attempt in handoffs])
 
     def _done_acting(self, st: State) -> None:
         with self._cond:
@@ -649,28 +679,63 @@ class TimeoutMonitor:
 
     def _call(self, st: State, attempt: latch_mod.Attempt,
               inline: bool = False) -> None:
-        """The action's driver call, then its effect (on a lane thread)."""
+        """The action's driver call, then its effect (on a lane thread).
+
+        The call runs on this thread, bounded by a watchdog timer at
+        ``driver_call_timeout`` (:meth:`_fire_watchdogs`): a call that
+        does not return by then is abandoned there, and whatever it
+        returns later is dropped.  Inline (``run_pending``) the driver's
+        own bound applies.
+        """
         latch, action = st.latch, attempt.action
         attempt.started = self._clock()     # when the call really starts
+        bound: contextlib.AbstractContextManager[object] = \
+            contextlib.nullcontext()
         if not inline:
+            timeout = st.driver.call_timeout
             with self._cond:
                 self._calls_waiting -= 1
+                if not self._calls_waiting and (self._polls or
+                                                self._effects):
+                    self._cond.notify()     # held readings may go now
+                st.in_call = attempt
+                if timeout and math.isfinite(timeout):
+                    bound = calls.watchdog_bound()
+                    self._push(st, _Timer.WATCHDOG, attempt.started + timeout)
+        mine = True
         try:
+            failure: tuple[R, str, bool] | None = None
             try:
-                if action == ABORT:
-                    st.driver.abort(st.migration)
-                else:
-                    st.driver.force_complete(st.migration,
-                                             latch_mod.Mode(action))
+                with bound:
+                    if action == ABORT:
+                        st.driver.abort(st.migration)
+                    else:
+                        st.driver.force_complete(st.migration,
+                                                 latch_mod.Mode(action))
             except exception.DriverCallTimeout as exc:
-                latch.failed(attempt, R.TIMED_OUT, str(exc))
+                failure = (R.TIMED_OUT, str(exc), False)
             except exception.OperationRefused as exc:
-                latch.failed(attempt, R.REFUSED, str(exc))
+                failure = (R.REFUSED, str(exc), False)
             except exception.UnsupportedOperation as exc:
-                latch.failed(attempt, R.FAILED, str(exc), give_up_step=True)
+                failure = (R.FAILED, str(exc), True)
             except Exception as exc:
-                latch.failed(attempt, R.FAILED,
-                             f'{type(exc).__name__}: {exc}')
+                failure = (R.FAILED, f'{type(exc).__name__}: {exc}', False)
+            if not inline:
+                with self._cond:
+                    mine = st.in_call is attempt
+                    if mine:
+                        st.in_call = None
+                if not mine:
+                    LOG.warning('%s on migration %s of instance %s returned '
+                                'after its watchdog abandoned it (%s); '
+                                'result dropped', action, st.migration.id,
+                                st.instance_uuid,
+                                'accepted' if failure is None else
+                                failure[1])
+                    return
+            if failure is not None:
+                latch.failed(attempt, failure[0], failure[1],
+                             give_up_step=failure[2])
             else:
                 latch.accepted(attempt)
                 LOG.log(logging.WARNING if st.interrupted else logging.INFO,
@@ -687,7 +752,36 @@ class TimeoutMonitor:
             LOG.exception('Timeout action failed on migration %s',
                           st.migration.id)
         finally:
-            if not inline:
+            if not inline and mine:
+                self._done_acting(st)
+
+    def _fire_watchdogs(self) -> None:
+        """Abandon action calls past ``driver_call_timeout`` (scheduler
+        thread): the attempt is TIMED_OUT and recorded, and the migration
+        is free for its retry or the next step on another lane thread;
+        the hung thread's result is dropped when it returns."""
+        with self._cond:
+            due, self._watchdogs = self._watchdogs, []
+        for st in due:
+            with self._cond:
+                attempt = st.in_call
+                if attempt is None or st.finished.is_set():
+                    continue
+                timeout = st.driver.call_timeout
+                if self._clock() < attempt.started + timeout:
+                    continue        # a later call's; its own timer is set
+                st.in_call = None
+            what = ('abort' if attempt.action == ABORT else
+                    f'force_complete({attempt.action})')
+            error = exception.DriverCallTimeout(
+                driver=st.driver.name, call=what, timeout=f'{timeout:g}')
+            try:
+                st.latch.failed(attempt, R.TIMED_OUT, str(error))
+                self._attempt_event(st, attempt)
+            except Exception:
+                LOG.exception('Timeout monitor failed abandoning the call on '
+                              'migration %s', st.migration.id)
+            finally:
                 self._done_acting(st)
 
     def _watch_effect(self, st: State, attempt: latch_mod.Attempt,

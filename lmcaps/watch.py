@@ -75,6 +75,10 @@ class State:
     action_at: float | None = None  # pending action timer
     effect_wait: float = 0.0        # next effect reading, after this delay
     effect_at: float | None = None  # pending effect-reading timer
+    #: the attempt whose driver call a lane thread is in (lock); cleared by
+    #: whichever comes first: the call's return, or its watchdog
+    in_call: latch_mod.Attempt | None = None
+    watchdog_at: float | None = None    # pending watchdog timer
     blind_since: float | None = None   # get_progress failing since then
     blind_reported: bool = False
     skipped_reported: bool = False     # deadline reached in post-copy

@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import collections
+import contextlib
+import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable
@@ -16,6 +20,8 @@ from lmcaps import exception
 from lmcaps.drivers.model import Phase, Progress
 
 T = TypeVar('T')
+
+LOG = logging.getLogger(__name__)
 
 
 class DaemonPool:
@@ -94,18 +100,175 @@ class DaemonPool:
 CALLS = DaemonPool('lmcaps-call')
 
 
+class Lane:
+    """Short tasks run in order on few threads, more while they block.
+
+    For the timeout monitor's action calls.  Tasks wait in one queue and
+    each thread takes the next; threads are added only while tasks wait
+    *and* the busy threads are blocked (a backend round trip, a hung call):
+    every ``period`` seconds a supervisor reads the busy threads' CPU
+    clocks, and where they used less than half of the time that passed, it
+    doubles them (at least ``runners`` more).  So a burst of calls that
+    compute (each holds the GIL: more threads only add switches) runs on
+    one thread at the speed of one thread, and calls that wait on a
+    backend, or hang, never hold the capacity the others need: within a
+    period another thread takes the next call.  Threads beyond
+    ``runners`` end when idle; all are daemons.
+
+    :param runners: threads kept, and the fewest added at a time.
+    :param period: seconds between two supervisor readings.
+    :param max_threads: threads at most (blocked ones included).
+    """
+
+    BLOCKED = 0.5       # busy threads' CPU share below which they block
+
+    def __init__(self, name: str, runners: int = 1, period: float = 0.01,
+                 idle_timeout: float = 30.0, max_threads: int = 1024) -> None:
+        self.name = name
+        self.runners = runners
+        self.period = period
+        self.idle_timeout = idle_timeout
+        self.max_threads = max_threads
+        self._cond = threading.Condition(threading.Lock())
+        self._tasks: collections.deque[Callable[[], Any]] = \
+            collections.deque()
+        self._busy: dict[int, int] = {}     # thread ident -> CPU clock id
+        self._threads = 0
+        self._idle = 0
+        self._supervising = False
+        self._count = itertools.count(1)
+
+    @property
+    def threads(self) -> int:
+        """Threads now, blocked ones included."""
+        return self._threads
+
+    def submit(self, task: Callable[[], Any]) -> None:
+        """Queue one task (its exceptions are logged, not raised)."""
+        self.submit_many([task])
+
+    def submit_many(self, tasks: list[Callable[[], Any]]) -> None:
+        """Queue tasks, taken in this order (one lock for all)."""
+        if not tasks:
+            return
+        with self._cond:
+            self._tasks.extend(tasks)
+            self._cond.notify(min(len(tasks), self._idle))
+            spawn = 0
+            if self._idle == 0 and not self._busy:
+                spawn = max(0, min(self.runners, len(tasks),
+                                   self.max_threads - self._threads))
+            self._threads += spawn
+            supervise = not self._supervising
+            self._supervising = True
+        for _ in range(spawn):
+            self._start(self._run)
+        if supervise:
+            self._start(self._supervise, 'supervisor')
+
+    def _start(self, target: Callable[[], None], role: str = '') -> None:
+        threading.Thread(target=target, daemon=True,
+                         name=f'{self.name}-{role or next(self._count)}'
+                         ).start()
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        clock = time.pthread_getcpuclockid(me)
+        while True:
+            with self._cond:
+                while not self._tasks:
+                    if self._threads > self.runners and self._idle > 0:
+                        self._threads -= 1      # the idle ones are enough
+                        return
+                    self._idle += 1
+                    woken = self._cond.wait(self.idle_timeout)
+                    self._idle -= 1
+                    if not woken and not self._tasks and \
+                            self._threads > self.runners:
+                        self._threads -= 1
+                        return
+                task = self._tasks.popleft()
+                self._busy[me] = clock
+            try:
+                task()
+            except Exception:
+                LOG.exception('%s task failed', self.name)
+            finally:
+                with self._cond:
+                    del self._busy[me]
+
+    def _supervise(self) -> None:
+        """While tasks wait, add threads where the busy ones block."""
+        last: dict[int, float] = {}
+        while True:
+            time.sleep(self.period)
+            with self._cond:
+                if not self._tasks:
+                    self._supervising = False
+                    return
+                busy = dict(self._busy)
+                waiting, idle = len(self._tasks), self._idle
+            used = {}
+            for ident, clock in busy.items():
+                try:
+                    used[ident] = time.clock_gettime(clock)
+                except OSError:         # the thread just ended
+                    pass
+            share = sum(used[i] - last[i] for i in used if i in last)
+            measured = sum(1 for i in used if i in last)
+            last = used
+            if idle or (measured and share >= self.BLOCKED * self.period *
+                        measured) or (not measured and busy):
+                continue
+            with self._cond:
+                spawn = max(0, min(max(self.runners, len(busy)), waiting,
+                                   self.max_threads - self._threads))
+                self._threads += spawn
+            for _ in range(spawn):
+                self._start(self._run)
+
+
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def watchdog_bound() -> Any:
+    """The caller bounds the next driver call itself, with a watchdog.
+
+    Inside this context the outermost :func:`bounded` call runs on the
+    calling thread instead of a pool thread: the caller (the timeout
+    monitor's action lane) has armed a timer that abandons the call at
+    the same bound, so the hop to another thread (two thread switches and
+    a future per call, most of a burst's cost) is saved.  Calls nested in
+    that call are bounded as usual.
+    """
+    _LOCAL.watchdog = True
+    try:
+        yield
+    finally:
+        _LOCAL.watchdog = False
+
+
 def bounded(call: Callable[[], T], timeout: float, what: str,
             driver: str) -> T:
     """Run ``call`` on a pool thread and wait at most ``timeout`` seconds.
 
     A call that does not return in time is abandoned (its thread goes on
     and its result is dropped), so a hung backend never holds the caller.
+    Under :func:`watchdog_bound` the call runs on the caller's thread and
+    the caller's watchdog enforces ``timeout``.
 
     :raises: DriverCallTimeout when the time ran out; whatever ``call``
         raised otherwise.
     """
     if not timeout or math.isinf(timeout):
         return call()
+    if getattr(_LOCAL, 'watchdog', False):
+        _LOCAL.watchdog = False         # only the outermost call
+        try:
+            return call()
+        finally:
+            _LOCAL.watchdog = True
     future = CALLS.submit(call)
     try:
         return future.result(timeout)

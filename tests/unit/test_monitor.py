@@ -614,3 +614,42 @@ class ThreadedTest(MonitorTestCase):
         # the crashing driver is polled on, not given up
         self.assertGreater(crashing.count('get_progress'), 3)
         self.assertFalse(watches[1].done)
+
+    def test_hung_action_call_is_abandoned_by_its_watchdog(self):
+        """An abort that never returns is timed out at driver_call_timeout
+        on the scheduler's watchdog, the retry runs on another lane thread
+        while the first call is still stuck, and the stuck call's late
+        return changes nothing."""
+        self.cfg.config(driver_call_timeout=0.3, group='lmcaps')
+        release = threading.Event()
+        threads = []
+
+        class Hanging(ScriptedDriver):
+            def _abort(self, migration):
+                threads.append(threading.current_thread().name)
+                if len(threads) == 1:
+                    release.wait(10)        # the first call hangs
+                super()._abort(migration)
+
+        driver = Hanging(self.conf, time.monotonic)
+        self.monitor.backoff = 0.05
+        watch = self.watch(driver, self.policy(completion_timeout=0.05))
+        outcome = watch.wait(10)
+        stuck = [a for a in watch.attempts if a.result is latch.Result.TIMED_OUT]
+        self.assertEqual(P.CANCELLED, outcome.phase)
+        self.assertEqual(1, len(stuck), watch.attempts)
+        self.assertIn('did not return within 0.3 s', stuck[0].error)
+        self.assertGreaterEqual(stuck[0].returned - stuck[0].started, 0.3)
+        self.assertIs(latch.Result.EFFECTIVE, watch.attempts[-1].result)
+        self.assertEqual(2, len(threads))
+        self.assertNotEqual(threads[0], threads[1])
+        release.set()                   # the hung call returns: dropped
+        deadline = time.monotonic() + 5
+        while driver.count('abort') < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        self.assertEqual(2, len(watch.attempts))
+        results = [e.details for e in self.events(events.TIMEOUT_ACTION,
+                                                  'inst-1')]
+        self.assertEqual(2, len(results), results)
+        self.assertIn('timed out', results[0])

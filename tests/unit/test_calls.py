@@ -1,0 +1,112 @@
+"""The call helpers: the action lane and the watchdog bound."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import fixtures
+import testtools
+
+from lmcaps import exception
+from lmcaps.drivers import calls
+
+
+class LaneTest(testtools.TestCase):
+
+    def lane(self, **kwargs):
+        return calls.Lane('test-lane', **kwargs)
+
+    def run_all(self, lane, tasks, timeout=10):
+        done = threading.Semaphore(0)
+
+        def wrap(task):
+            def run():
+                try:
+                    task()
+                finally:
+                    done.release()
+            return run
+
+        lane.submit_many([wrap(t) for t in tasks])
+        for _ in tasks:
+            self.assertTrue(done.acquire(timeout=timeout))
+
+    def test_tasks_that_compute_share_one_thread_in_order(self):
+        lane = self.lane()
+        seen = []
+
+        def compute(i):
+            end = time.thread_time() + 0.002
+            while time.thread_time() < end:
+                pass
+            seen.append((i, threading.get_ident()))
+
+        self.run_all(lane, [lambda i=i: compute(i) for i in range(50)])
+        self.assertEqual(list(range(50)), [i for i, _t in seen])
+        self.assertEqual(1, len({t for _i, t in seen}))
+
+    def test_tasks_that_block_get_threads_beside_them(self):
+        lane = self.lane(period=0.01)
+        started = []
+
+        def block():
+            started.append(time.monotonic())
+            time.sleep(0.3)
+
+        begin = time.monotonic()
+        self.run_all(lane, [block] * 40)
+        # one thread would take 12 s; doubling every period runs them all
+        # within a few periods of each other
+        self.assertLess(max(started) - begin, 1.0)
+
+    def test_a_hung_task_does_not_hold_the_others(self):
+        lane = self.lane(period=0.01)
+        release = threading.Event()
+        self.addCleanup(release.set)
+        ran = threading.Event()
+        lane.submit(lambda: release.wait(10))
+        lane.submit(ran.set)
+        self.assertTrue(ran.wait(2), 'the task behind a hung one waited')
+
+    def test_a_failing_task_is_logged_and_the_lane_goes_on(self):
+        lane = self.lane()
+        log = self.useFixture(fixtures.FakeLogger(
+            name='lmcaps.drivers.calls'))
+        ran = threading.Event()
+
+        def fail():
+            raise RuntimeError('boom')
+
+        lane.submit_many([fail, ran.set])
+        self.assertTrue(ran.wait(2))
+        self.assertIn('test-lane task failed', log.output)
+
+
+class WatchdogBoundTest(testtools.TestCase):
+
+    def test_bounded_runs_on_the_caller_under_a_watchdog(self):
+        here = threading.get_ident()
+        self.assertNotEqual(here, calls.bounded(threading.get_ident, 5.0,
+                                                'x', 'd'))
+        with calls.watchdog_bound():
+            self.assertEqual(here, calls.bounded(threading.get_ident, 5.0,
+                                                 'x', 'd'))
+
+    def test_only_the_outermost_call_runs_on_the_caller(self):
+        here = threading.get_ident()
+
+        def outer():
+            return threading.get_ident(), calls.bounded(
+                threading.get_ident, 5.0, 'inner', 'd')
+
+        with calls.watchdog_bound():
+            first, inner = calls.bounded(outer, 5.0, 'outer', 'd')
+        self.assertEqual(here, first)
+        self.assertNotEqual(here, inner)
+
+    def test_without_the_watchdog_a_hung_call_is_abandoned(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        self.assertRaises(exception.DriverCallTimeout, calls.bounded,
+                          lambda: release.wait(10), 0.05, 'hang', 'd')
