@@ -142,7 +142,8 @@ def run(conf: cfg.ConfigOpts, args: argparse.Namespace, out: TextIO,
 
 def _finish(drainer: lmcaps_drainer.Drainer, before: Any, out: TextIO,
             display: drain_cmd.Display, fmt: str) -> int:
-    with migrate_cmd.signals_interrupt():
+    from lmcaps import monitor as lmcaps_monitor
+    with migrate_cmd.signals_interrupt(), lmcaps_monitor.settled_heap():
         result = drainer.run(before)
     display.close()
     drain_cmd.print_result(out, result, fmt)

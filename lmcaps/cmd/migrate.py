@@ -209,8 +209,9 @@ class Migrate(show.ShowOne):
         store = lmcaps_events.InstanceKeyed(
             events_sql.SQLEventStore.from_conf(conf), parsed_args.instance)
         view = ProgressView(sys.stderr)
+        from lmcaps import monitor as lmcaps_monitor
         try:
-            with signals_interrupt():
+            with signals_interrupt(), lmcaps_monitor.settled_heap():
                 summary = lmcaps_migrate.run(
                     conf, driver, spec, body, store,
                     request_id=parsed_args.request_id, on_progress=view)

@@ -48,8 +48,10 @@ class Watch(lister.Lister):
         def line(text: str) -> None:
             self.app.stderr.write(text + '\n')
 
+        from lmcaps import monitor as lmcaps_monitor
         try:
-            with migrate_cmd.signals_interrupt():
+            with migrate_cmd.signals_interrupt(), \
+                    lmcaps_monitor.settled_heap():
                 summaries = lmcaps_migrate.resume(
                     conf, driver, store, on_line=line,
                     on_progress=migrate_cmd.ProgressView(sys.stderr))

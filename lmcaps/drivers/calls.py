@@ -104,23 +104,23 @@ class Lane:
     """Short tasks run in order on few threads, more while they block.
 
     For the timeout monitor's action calls.  Tasks wait in one queue and
-    each thread takes the next; threads are added only while tasks wait
-    *and* the busy threads are blocked (a backend round trip, a hung call):
-    every ``period`` seconds a supervisor reads the busy threads' CPU
-    clocks, and where they used less than half of the time that passed, it
-    doubles them (at least ``runners`` more).  So a burst of calls that
-    compute (each holds the GIL: more threads only add switches) runs on
-    one thread at the speed of one thread, and calls that wait on a
-    backend, or hang, never hold the capacity the others need: within a
-    period another thread takes the next call.  Threads beyond
-    ``runners`` end when idle; all are daemons.
+    each thread takes the next.  A thread counts as *blocked* when its task
+    has run for at least ``period`` seconds and used less than half of
+    that time on its CPU clock (a backend round trip, a hung call).  While
+    tasks wait and no thread is idle, threads are added for the blocked
+    ones — at queueing time, and every ``period`` by a supervisor.  So a
+    burst of calls that compute (each holds the GIL: more threads only add
+    switches) runs on one thread at the speed of one thread, and calls that
+    wait on a backend, or hang, never hold the capacity the others need.
+    Threads beyond ``runners`` end when idle; all are daemons.
 
     :param runners: threads kept, and the fewest added at a time.
-    :param period: seconds between two supervisor readings.
+    :param period: seconds a task runs before it may count as blocked,
+        and between two supervisor readings.
     :param max_threads: threads at most (blocked ones included).
     """
 
-    BLOCKED = 0.5       # busy threads' CPU share below which they block
+    BLOCKED = 0.5       # CPU share of a task's time below which it blocks
 
     def __init__(self, name: str, runners: int = 1, period: float = 0.01,
                  idle_timeout: float = 30.0, max_threads: int = 1024) -> None:
@@ -132,7 +132,8 @@ class Lane:
         self._cond = threading.Condition(threading.Lock())
         self._tasks: collections.deque[Callable[[], Any]] = \
             collections.deque()
-        self._busy: dict[int, int] = {}     # thread ident -> CPU clock id
+        #: thread ident -> (its CPU clock, CPU and wall time at task start)
+        self._busy: dict[int, tuple[int, float, float]] = {}
         self._threads = 0
         self._idle = 0
         self._supervising = False
@@ -154,10 +155,7 @@ class Lane:
         with self._cond:
             self._tasks.extend(tasks)
             self._cond.notify(min(len(tasks), self._idle))
-            spawn = 0
-            if self._idle == 0 and not self._busy:
-                spawn = max(0, min(self.runners, len(tasks),
-                                   self.max_threads - self._threads))
+            spawn = self._wanted()
             self._threads += spawn
             supervise = not self._supervising
             self._supervising = True
@@ -165,6 +163,30 @@ class Lane:
             self._start(self._run)
         if supervise:
             self._start(self._supervise, 'supervisor')
+
+    def _wanted(self) -> int:
+        """Threads to add now (under the lock): none while one is idle or
+        no task waits; else as many as are blocked, at least ``runners``
+        when every thread is blocked."""
+        if self._idle or not self._tasks:
+            return 0
+        now = time.monotonic()
+        blocked = 0
+        for clock, cpu, wall in self._busy.values():
+            ran = now - wall
+            if ran < self.period:
+                continue
+            try:
+                used = time.clock_gettime(clock) - cpu
+            except OSError:             # the thread just ended
+                continue
+            if used < self.BLOCKED * ran:
+                blocked += 1
+        free = self._threads - blocked
+        if free >= self.runners:
+            return 0
+        return max(0, min(max(self.runners - free, blocked),
+                          len(self._tasks), self.max_threads - self._threads))
 
     def _start(self, target: Callable[[], None], role: str = '') -> None:
         threading.Thread(target=target, daemon=True,
@@ -188,7 +210,8 @@ class Lane:
                         self._threads -= 1
                         return
                 task = self._tasks.popleft()
-                self._busy[me] = clock
+                self._busy[me] = (clock, time.thread_time(),
+                                  time.monotonic())
             try:
                 task()
             except Exception:
@@ -198,31 +221,14 @@ class Lane:
                     del self._busy[me]
 
     def _supervise(self) -> None:
-        """While tasks wait, add threads where the busy ones block."""
-        last: dict[int, float] = {}
+        """While tasks wait, add threads for the blocked ones."""
         while True:
             time.sleep(self.period)
             with self._cond:
                 if not self._tasks:
                     self._supervising = False
                     return
-                busy = dict(self._busy)
-                waiting, idle = len(self._tasks), self._idle
-            used = {}
-            for ident, clock in busy.items():
-                try:
-                    used[ident] = time.clock_gettime(clock)
-                except OSError:         # the thread just ended
-                    pass
-            share = sum(used[i] - last[i] for i in used if i in last)
-            measured = sum(1 for i in used if i in last)
-            last = used
-            if idle or (measured and share >= self.BLOCKED * self.period *
-                        measured) or (not measured and busy):
-                continue
-            with self._cond:
-                spawn = max(0, min(max(self.runners, len(busy)), waiting,
-                                   self.max_threads - self._threads))
+                spawn = self._wanted()
                 self._threads += spawn
             for _ in range(spawn):
                 self._start(self._run)
