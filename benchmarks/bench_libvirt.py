@@ -84,8 +84,10 @@ def run_reaction(pair, migrations: int, dirty_mib: int, bandwidth: int,
                 s = migrate.run(setup.conf, setup.driver,
                                 pair_mod.spec(pair, name, bandwidth), body,
                                 setup.store, progress_interval=0.5)
-                fired = sum(1 for e in setup.store.list_events(name)
-                            if e.event == events.TIMEOUT_ACTION)
+                # events are keyed by the domain's UUID, not the name typed
+                fired = sum(1 for e in setup.store.list_events(
+                    s.instance_uuid or name)
+                    if e.event == events.TIMEOUT_ACTION)
                 states = pair.states(name)
                 problems = []
                 if (s.outcome, s.action, s.action_error) != (

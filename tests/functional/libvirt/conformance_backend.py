@@ -87,6 +87,7 @@ class LibvirtBackend(backend.Backend):
     def trigger(self, migration: base.Migration,
                 fault: backend.Fault) -> None:
         """Kill the destination QEMU, or pause the guest, through libvirt."""
+        import libvirt
         name = migration.spec.instance
         if fault in (backend.Fault.MIGRATION_FAILS,
                      backend.Fault.DESTINATION_DIES_IN_POSTCOPY):
@@ -94,7 +95,16 @@ class LibvirtBackend(backend.Backend):
             if dom is None:
                 raise RuntimeError(f'no incoming domain {name} on the '
                                    f'destination')
-            dom.destroy()       # the destination's QEMU dies
+            try:
+                dom.destroy()       # the destination's QEMU dies
+            except libvirt.libvirtError as exc:
+                # The destination ended first: say how both daemons see
+                # it, with their last log lines, to tell a QEMU that died
+                # by itself from a migration that ended.
+                raise RuntimeError(
+                    f'could not kill the destination of {name}: {exc}; '
+                    f'domain states {self.pair.states(name)}; '
+                    f'{self.pair.log_tails()}') from exc
         elif fault is backend.Fault.OWNER_PAUSES:
             self.pair.conn('src').lookupByName(name).suspend()
         else:

@@ -479,6 +479,18 @@ class LibvirtPair:
         found = [d for d in self.conn(side).listAllDomains() if d.name() == name]
         return found[0] if found else None
 
+    def log_tails(self, chars: int = 2000) -> str:
+        """The end of both daemons' logs (warnings and errors), for a
+        failure message."""
+        parts = []
+        for side in SIDES:
+            try:
+                text = (self._side(side) / "libvirtd.log").read_text()
+            except OSError as exc:
+                text = f"(unreadable: {exc})"
+            parts.append(f"{side} libvirtd.log: ...{text[-chars:]}")
+        return "\n".join(parts)
+
     def states(self, name: str) -> dict[str, Optional[tuple[int, int]]]:
         """Return ``{side: (state, reason) or None}`` for a guest."""
         import libvirt
