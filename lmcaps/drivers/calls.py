@@ -108,7 +108,9 @@ class Lane:
     has run for at least ``period`` seconds and used less than half of
     that time on its CPU clock (a backend round trip, a hung call).  While
     tasks wait and no thread is idle, threads are added for the blocked
-    ones — at queueing time, and every ``period`` by a supervisor.  So a
+    ones — at queueing time, and every ``period`` by a supervisor.  Where
+    a thread has no CPU clock (``time.pthread_getcpuclockid``; green
+    threads), a task counts as blocked once it ran ``period``.  So a
     burst of calls that compute (each holds the GIL: more threads only add
     switches) runs on one thread at the speed of one thread, and calls that
     wait on a backend, or hang, never hold the capacity the others need.
@@ -133,7 +135,7 @@ class Lane:
         self._tasks: collections.deque[Callable[[], Any]] = \
             collections.deque()
         #: thread ident -> (its CPU clock, CPU and wall time at task start)
-        self._busy: dict[int, tuple[int, float, float]] = {}
+        self._busy: dict[int, tuple[int | None, float, float]] = {}
         self._threads = 0
         self._idle = 0
         self._supervising = False
@@ -176,6 +178,9 @@ class Lane:
             ran = now - wall
             if ran < self.period:
                 continue
+            if clock is None:
+                blocked += 1
+                continue
             try:
                 used = time.clock_gettime(clock) - cpu
             except OSError:             # the thread just ended
@@ -195,7 +200,11 @@ class Lane:
 
     def _run(self) -> None:
         me = threading.get_ident()
-        clock = time.pthread_getcpuclockid(me)
+        clock: int | None
+        try:
+            clock = time.pthread_getcpuclockid(me)
+        except (AttributeError, OSError, OverflowError, ValueError):
+            clock = None    # no CPU clock (e.g. a green thread): wall only
         while True:
             with self._cond:
                 while not self._tasks:

@@ -479,16 +479,22 @@ class LibvirtPair:
         found = [d for d in self.conn(side).listAllDomains() if d.name() == name]
         return found[0] if found else None
 
-    def log_tails(self, chars: int = 2000) -> str:
-        """The end of both daemons' logs (warnings and errors), for a
-        failure message."""
+    def log_tails(self, name: str | None = None, chars: int = 2000) -> str:
+        """The end of both daemons' logs (warnings and errors) and, with
+        ``name``, of that guest's QEMU log on each side, for a failure
+        message."""
         parts = []
         for side in SIDES:
-            try:
-                text = (self._side(side) / "libvirtd.log").read_text()
-            except OSError as exc:
-                text = f"(unreadable: {exc})"
-            parts.append(f"{side} libvirtd.log: ...{text[-chars:]}")
+            files = [self._side(side) / "libvirtd.log"]
+            if name is not None:
+                files.append(self._side(side) /
+                             f"var.upper/log/libvirt/qemu/{name}.log")
+            for path in files:
+                try:
+                    text = path.read_text()
+                except OSError as exc:
+                    text = f"(unreadable: {exc})"
+                parts.append(f"{side} {path.name}: ...{text[-chars:]}")
         return "\n".join(parts)
 
     def states(self, name: str) -> dict[str, Optional[tuple[int, int]]]:
