@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import math
 import collections
 import contextlib
+import dataclasses
+import itertools
 import logging
+import math
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -98,6 +99,21 @@ class DaemonPool:
 
 #: Runs every bounded driver call.
 CALLS = DaemonPool('lmcaps-call')
+
+
+def _cpu_clock(ident: int) -> int | None:
+    """The CPU clock of thread ``ident`` (an OS thread), or None.
+
+    None under eventlet's monkey-patching, where ``threading.get_ident()``
+    names a green thread, not a pthread, and where there is no clock.
+    """
+    patcher = sys.modules.get('eventlet.patcher')
+    if patcher is not None and patcher.is_monkey_patched('thread'):
+        return None
+    try:
+        return time.pthread_getcpuclockid(ident)
+    except (AttributeError, OSError, OverflowError, ValueError):
+        return None
 
 
 class Lane:
@@ -200,11 +216,7 @@ class Lane:
 
     def _run(self) -> None:
         me = threading.get_ident()
-        clock: int | None
-        try:
-            clock = time.pthread_getcpuclockid(me)
-        except (AttributeError, OSError, OverflowError, ValueError):
-            clock = None    # no CPU clock (e.g. a green thread): wall only
+        clock = _cpu_clock(me)
         while True:
             with self._cond:
                 while not self._tasks:

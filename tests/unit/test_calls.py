@@ -112,3 +112,24 @@ class WatchdogBoundTest(testtools.TestCase):
         self.addCleanup(release.set)
         self.assertRaises(exception.DriverCallTimeout, calls.bounded,
                           lambda: release.wait(10), 0.05, 'hang', 'd')
+
+
+class GreenLaneTest(testtools.TestCase):
+
+    def test_lane_runs_under_eventlet_monkey_patching(self):
+        """Under eventlet a thread id names a green thread: no CPU clock
+        is asked for it (it is no pthread), and the lane still runs."""
+        import subprocess
+        import sys
+        code = (
+            'import eventlet; eventlet.monkey_patch()\n'
+            'import threading, time\n'
+            'from lmcaps.drivers import calls\n'
+            'print(calls._cpu_clock(threading.get_ident()))\n'
+            'lane = calls.Lane("green")\n'
+            'done = threading.Event()\n'
+            'lane.submit_many([lambda: time.sleep(0.05), done.set])\n'
+            'print(done.wait(5))\n')
+        out = subprocess.run([sys.executable, '-c', code], check=True,
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(['None', 'True'], out.stdout.split())
