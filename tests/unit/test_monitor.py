@@ -653,3 +653,20 @@ class ThreadedTest(MonitorTestCase):
                                                   'inst-1')]
         self.assertEqual(2, len(results), results)
         self.assertIn('timed out', results[0])
+
+    def test_readings_go_on_when_the_lane_never_starts_a_call(self):
+        """Polls held for a burst's calls are released after HOLD_MAX even
+        if the lane never starts them: the migration's end is still seen."""
+        self.useFixture(fixtures.MockPatchObject(
+            monitor.LANE, 'submit_many', lambda tasks: None))
+        driver = ScriptedDriver(self.conf, time.monotonic)
+        watch = self.watch(driver, self.policy(completion_timeout=0.05))
+        deadline = time.monotonic() + 5
+        while not watch.attempts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(1, len(watch.attempts))     # begun, never entered
+        driver.phase = P.COMPLETED
+        outcome = watch.wait(5)
+        self.assertIsNotNone(outcome, 'polls stayed held behind the lane')
+        self.assertEqual(P.COMPLETED, outcome.phase)
+        self.assertEqual(0, driver.count('abort'))
