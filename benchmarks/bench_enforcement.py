@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -201,6 +202,9 @@ def burst(migrations: int, lock_seconds: float) -> dict:
     conn = sqlite3.connect(path)
     stored = conn.execute('select count(*) from instance_actions_events '
                           "where event = ?", (events.OUTCOME,)).fetchone()[0]
+    conn.close()
+    store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return {'migrations': migrations, 'lock_s': lock_seconds,
             'ended': sum(o is not None for o in outcomes),
             'first_p50': statistics.median(first_ms),

@@ -247,11 +247,16 @@ class LaterSignalsTest(test_base.BaseTestCase):
             f.write(f'[lmcaps]\nstate_path = {state}\n')
         proc = subprocess.Popen(
             [sys.executable, '-c',
-             'import os, signal, sys\n'
+             'import os, signal, sys, time\n'
              'from lmcaps.cmd import main\n'
              'from lmcaps.cmd import report\n'
              'def stop(*_a, **_k):\n'
              '    os.kill(os.getpid(), signal.SIGINT)\n'
+             # Python runs the handler at a later check of the main
+             # thread: wait for it here, as a command waiting on I/O would
+             '    for _ in range(500):\n'
+             '        time.sleep(0.01)\n'
+             '    raise SystemExit("SIGINT not delivered")\n'
              'report.Report.take_action = stop\n'
              'sys.exit(main.main(sys.argv[1:]))\n',
              '--config-file', conf, 'report'],
