@@ -248,6 +248,9 @@ class LaterSignalsTest(test_base.BaseTestCase):
         proc = subprocess.Popen(
             [sys.executable, '-c',
              'import os, signal, sys, time\n'
+             # as from a terminal: a shell's background job inherits
+             # SIGINT ignored, and Python then keeps it ignored
+             'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
              'from lmcaps.cmd import main\n'
              'from lmcaps.cmd import report\n'
              'def stop(*_a, **_k):\n'
