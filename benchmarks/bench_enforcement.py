@@ -221,12 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--lock', type=float, default=30.0)
     parser.add_argument('--no-settle', action='store_true',
                         help='leave the garbage collector as it is')
+    args = parser.parse_args(argv)
 
     def heap() -> contextlib.AbstractContextManager[object]:
         return (contextlib.nullcontext() if args.no_settle
                 else monitor.settled_heap())
 
-    args = parser.parse_args(argv)
     print('heap: ' + ('as it is (--no-settle)' if args.no_settle else
                       'settled, as lmcaps migrate/watch/drain run'))
     ok = True

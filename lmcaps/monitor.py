@@ -808,13 +808,11 @@ class TimeoutMonitor:
             due, self._watchdogs = self._watchdogs, []
         for st in due:
             with self._cond:
-                attempt = st.in_call
+                attempt = st.in_call    # stale timers never get here
                 if attempt is None or st.finished.is_set():
-                    continue
-                timeout = st.driver.call_timeout
-                if self._clock() < attempt.started + timeout:
-                    continue        # a later call's; its own timer is set
+                    continue        # the call returned first
                 st.in_call = None
+            timeout = st.driver.call_timeout
             what = ('abort' if attempt.action == ABORT else
                     f'force_complete({attempt.action})')
             error = exception.DriverCallTimeout(

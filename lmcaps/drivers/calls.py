@@ -157,17 +157,9 @@ class Lane:
         self._supervising = False
         self._count = itertools.count(1)
 
-    @property
-    def threads(self) -> int:
-        """Threads now, blocked ones included."""
-        return self._threads
-
-    def submit(self, task: Callable[[], Any]) -> None:
-        """Queue one task (its exceptions are logged, not raised)."""
-        self.submit_many([task])
-
     def submit_many(self, tasks: list[Callable[[], Any]]) -> None:
-        """Queue tasks, taken in this order (one lock for all)."""
+        """Queue tasks, taken in this order (one lock for all); their
+        exceptions are logged, not raised."""
         if not tasks:
             return
         with self._cond:

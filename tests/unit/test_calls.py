@@ -67,8 +67,7 @@ class LaneTest(testtools.TestCase):
         release = threading.Event()
         self.addCleanup(release.set)
         ran = threading.Event()
-        lane.submit(lambda: release.wait(10))
-        lane.submit(ran.set)
+        lane.submit_many([lambda: release.wait(10), ran.set])
         self.assertTrue(ran.wait(2), 'the task behind a hung one waited')
 
     def test_a_failing_task_is_logged_and_the_lane_goes_on(self):
