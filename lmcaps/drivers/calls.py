@@ -88,13 +88,24 @@ class DaemonPool:
                         self._threads -= 1
                         return
                 continue
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(call())
-                except BaseException as exc:  # handed to the caller
-                    future.set_exception(exc)
+            if not future.set_running_or_notify_cancel():
+                with self._lock:
+                    self._idle += 1
+                continue
+            try:
+                result: Any = call()
+                failed = False
+            except BaseException as exc:  # handed to the caller
+                result, failed = exc, True
+            # Idle before the caller wakes: a caller that submits its next
+            # call at once (a poll worker reading migration after
+            # migration) then reuses this thread instead of starting one.
             with self._lock:
                 self._idle += 1
+            if failed:
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 #: Runs every bounded driver call.
