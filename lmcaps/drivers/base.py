@@ -108,6 +108,10 @@ class LiveMigrationDriver(abc.ABC):
         if opts:
             conf.register_opts(opts, group=self.group)
         self._host_declaration: caps.Declaration | None = None
+        # oslo.config group views: each attribute read is a live look-up
+        # (overrides and reloads show), the view itself is made once
+        self._options: Any = None
+        self._lmcaps_options: Any = None
 
     # -- declarations -----------------------------------------------------
 
@@ -124,13 +128,17 @@ class LiveMigrationDriver(abc.ABC):
     @property
     def options(self) -> Any:
         """This driver's option group on the conf it was given."""
-        return self.conf[self.group]
+        if self._options is None:
+            self._options = self.conf[self.group]
+        return self._options
 
     @property
     def call_timeout(self) -> float:
         """Seconds a bounded driver call may take (``[lmcaps]``)."""
         try:
-            return float(self.conf[lmcaps_conf.GROUP].driver_call_timeout)
+            if self._lmcaps_options is None:
+                self._lmcaps_options = self.conf[lmcaps_conf.GROUP]
+            return float(self._lmcaps_options.driver_call_timeout)
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
             return DEFAULT_CALL_TIMEOUT
 

@@ -401,9 +401,10 @@ class FakeDriver(base.LiveMigrationDriver):
         found = self.world.inventory.get(instance)
         return found if found is not None else FakeGuest(instance)
 
-    def _check_session(self) -> None:
-        """Log in again once if the world dropped our session."""
-        current = self.world.session
+    def _check_session(self, w: World | None = None) -> None:
+        """Log in again once if the world (``w``: ours, looked up once by
+        the caller) dropped our session."""
+        current = (self.world if w is None else w).session
         if self._session != current:
             if self._session is not None:
                 self.relogins += 1
@@ -472,10 +473,13 @@ class FakeDriver(base.LiveMigrationDriver):
     def _now(self, sim: _Sim) -> float:
         return (sim.clock() - sim.t0) * sim.time_scale
 
-    def _sim(self, migration: base.Migration) -> tuple[_Sim, float]:
-        """The advanced model and its simulated "now"; under the lock."""
-        self._check_session()
-        sim = self.world.sims.get(migration.reference)
+    def _sim(self, migration: base.Migration,
+             w: World | None = None) -> tuple[_Sim, float]:
+        """The advanced model and its simulated "now"; under the lock of
+        ``w`` (our world, looked up once by the caller)."""
+        w = self.world if w is None else w
+        self._check_session(w)
+        sim = w.sims.get(migration.reference)
         if sim is None:
             raise exception.MigrationNotFound(migration=migration.id,
                                               driver=self.name)
@@ -484,15 +488,17 @@ class FakeDriver(base.LiveMigrationDriver):
         return sim, now
 
     def _progress(self, migration: base.Migration) -> base.Progress:
-        with self.world.lock:
-            sim, now = self._sim(migration)
+        w = self.world
+        with w.lock:
+            sim, now = self._sim(migration, w)
             return sim.progress(now)
 
     def _locate(self, migration: base.Migration) -> base.GuestLocation:
         """Where the world has the guest (a fresh read, not the phase)."""
-        with self.world.lock:
-            self._check_session()
-            found = self.world.where(migration.spec.instance)
+        w = self.world
+        with w.lock:
+            self._check_session(w)
+            found = w.where(migration.spec.instance)
         if found is None:
             return base.GuestLocation(base.GuestHost.NOWHERE,
                                       base.RunState.UNKNOWN,
@@ -508,8 +514,9 @@ class FakeDriver(base.LiveMigrationDriver):
 
     def _abort(self, migration: base.Migration) -> None:
         op = caps.Operation.ABORT
-        with self.world.lock:
-            sim, now = self._sim(migration)
+        w = self.world
+        with w.lock:
+            sim, now = self._sim(migration, w)
             if sim.phase is base.Phase.POSTCOPY:
                 raise self._refuse(migration, op,
                                    'cannot abort migration in post-copy mode')
@@ -537,8 +544,9 @@ class FakeDriver(base.LiveMigrationDriver):
     def _force_complete(self, migration: base.Migration,
                         mode: caps.ForceCompleteMode) -> None:
         op = mode.operation
-        with self.world.lock:
-            sim, now = self._sim(migration)
+        w = self.world
+        with w.lock:
+            sim, now = self._sim(migration, w)
             if sim.phase.terminal:
                 raise self._refuse(migration, op,
                                    f'migration already {sim.phase.value}')
@@ -568,8 +576,9 @@ class FakeDriver(base.LiveMigrationDriver):
 
     def _resume_source(self, migration: base.Migration) -> None:
         op = caps.Operation.FORCE_COMPLETE_PAUSE
-        with self.world.lock:
-            sim, _now = self._sim(migration)
+        w = self.world
+        with w.lock:
+            sim, _now = self._sim(migration, w)
             if sim.phase not in (base.Phase.FAILED, base.Phase.CANCELLED):
                 raise self._refuse(migration, op,
                                    f'migration is {sim.phase.value}, not '
@@ -588,8 +597,9 @@ class FakeDriver(base.LiveMigrationDriver):
         The guest stays where it was: paused on the source after a pause,
         paused on the destination after a failure in post-copy.
         """
-        with self.world.lock:
-            sim, now = self._sim(migration)
+        w = self.world
+        with w.lock:
+            sim, now = self._sim(migration, w)
             if sim.phase.terminal:
                 raise self._refuse(migration, caps.Operation.ABORT,
                                    f'migration already {sim.phase.value}')
@@ -609,8 +619,9 @@ class FakeDriver(base.LiveMigrationDriver):
         source keeps it paused, post-copy failed (as libvirt shows it).
         Before, the guest runs on in the source.
         """
-        with self.world.lock:
-            sim, now = self._sim(migration)
+        w = self.world
+        with w.lock:
+            sim, now = self._sim(migration, w)
             if sim.phase.terminal:
                 raise self._refuse(migration, caps.Operation.ABORT,
                                    f'migration already {sim.phase.value}')
@@ -623,8 +634,9 @@ class FakeDriver(base.LiveMigrationDriver):
 
     def owner_pause(self, migration: base.Migration) -> None:
         """The guest's owner pauses it during the migration (a test helper)."""
-        with self.world.lock:
-            sim, now = self._sim(migration)
+        w = self.world
+        with w.lock:
+            sim, now = self._sim(migration, w)
             sim.restart(now, sim.outstanding(now), sim.rate)
             sim.owner_paused = True
             sim.location = (sim.location[0], PAUSED)
