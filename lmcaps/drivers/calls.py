@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -261,8 +260,7 @@ class Lane:
 _LOCAL = threading.local()
 
 
-@contextlib.contextmanager
-def watchdog_bound() -> Any:
+class watchdog_bound:  # noqa: N801 (used as a context manager)
     """The caller bounds the next driver call itself, with a watchdog.
 
     Inside this context the outermost :func:`bounded` call runs on the
@@ -270,12 +268,16 @@ def watchdog_bound() -> Any:
     monitor's action lane) has armed a timer that abandons the call at
     the same bound, so the hop to another thread (two thread switches and
     a future per call, most of a burst's cost) is saved.  Calls nested in
-    that call are bounded as usual.
+    that call are bounded as usual.  (A class, not a generator: it is
+    entered once per action call.)
     """
-    _LOCAL.watchdog = True
-    try:
-        yield
-    finally:
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _LOCAL.watchdog = True
+
+    def __exit__(self, *exc_info: object) -> None:
         _LOCAL.watchdog = False
 
 
