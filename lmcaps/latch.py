@@ -199,12 +199,15 @@ class ActionLatch:
             self.next_at = None
             return attempt
 
-    def accepted(self, attempt: Attempt) -> None:
-        """The call returned: the backend accepted it; effect pending."""
+    def accepted(self, attempt: Attempt, at: float | None = None) -> None:
+        """The call returned: the backend accepted it; effect pending.
+
+        :param at: when it returned (in ``clock``); now by default.
+        """
         with self._lock:
             if attempt.result is Result.EFFECTIVE:
                 return          # its effect was seen before the call returned
-            attempt.returned = self._clock()
+            attempt.returned = self._clock() if at is None else at
             if self.ended and self.effective is None:
                 # the migration ended while the call was in flight
                 attempt.result = Result.EFFECTIVE
@@ -212,20 +215,22 @@ class ActionLatch:
                 self.effective = attempt
 
     def failed(self, attempt: Attempt, result: Result, error: str, *,
-               give_up_step: bool = False) -> None:
+               give_up_step: bool = False, at: float | None = None) -> None:
         """The call raised (refused, failed, timed out): retry later.
 
         :param give_up_step: the action can never work here (declared
             missing): go to the next step at once.
+        :param at: when it returned (in ``clock``); now by default.  The
+            backoff counts from then.
         """
         with self._lock:
             if attempt.result is Result.EFFECTIVE:
                 return          # its effect was seen while the call ran
-            attempt.returned = self._clock()
+            attempt.returned = self._clock() if at is None else at
             attempt.result, attempt.error = result, error
             if give_up_step:
                 self._in_step = self.attempts_per_step
-            self._schedule_next()
+            self._schedule_next(attempt.returned)
 
     def expire(self) -> Attempt | None:
         """Mark a pending attempt ineffective if its bound passed."""
@@ -291,7 +296,7 @@ class ActionLatch:
             return last
         return None
 
-    def _schedule_next(self) -> None:
+    def _schedule_next(self, now: float | None = None) -> None:
         self._in_step += 1
         if (self._in_step >= self.attempts_per_step and
                 self._step + 1 < len(self.steps)):
@@ -299,4 +304,4 @@ class ActionLatch:
             self._in_step = 0
         tries = len(self.attempts)
         wait = min(self.backoff_max, self.backoff * 2 ** max(0, tries - 1))
-        self.next_at = self._clock() + wait
+        self.next_at = (self._clock() if now is None else now) + wait

@@ -8,7 +8,8 @@ retries and effect checks).  Actions have their own lane
 thread, and more threads start while calls block, so a deadline never
 queues behind polls, event writes or another migration's hung call; polls
 and effect readings due meanwhile wait until every call handed to the
-lane was entered.  Every driver call
+lane was entered, and so does what each returned call means (the latch,
+its event, its effect reading).  Every driver call
 is bounded by ``[lmcaps] driver_call_timeout``: readings by
 :func:`lmcaps.drivers.base.bounded`, action calls by a watchdog timer (the
 call runs on its lane thread, :func:`lmcaps.drivers.calls.watchdog_bound`);
@@ -20,6 +21,7 @@ and are flushed on stop.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import enum
@@ -184,6 +186,11 @@ class TimeoutMonitor:
         self._polls: list[State] = []       # polls due (lock)
         self._watchdogs: list[State] = []   # call bounds due (lock)
         self._calls_waiting = 0   # action calls queued, not yet entered
+        #: calls that returned while others waited (lock): settled after
+        self._settling: collections.deque[
+            tuple[State, latch_mod.Attempt, tuple[R, str, bool] | None,
+                  float]] = collections.deque()
+        self._settle_queued = False
         self._waiting_since = 0.0     # when the first of them was queued
         self._dead = 0
         self._seq = itertools.count()
@@ -242,6 +249,7 @@ class TimeoutMonitor:
             thread.join()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        self._settle_later()    # results returned during a burst: events
         with self._cond:
             pending = list(self._states.values())
             self._states.clear()
@@ -723,15 +731,20 @@ class TimeoutMonitor:
 
     def _call(self, st: State, attempt: latch_mod.Attempt,
               inline: bool = False) -> None:
-        """The action's driver call, then its effect (on a lane thread).
+        """The action's driver call, then its settling (on a lane thread).
 
         The call runs on this thread, bounded by a watchdog timer at
         ``driver_call_timeout`` (:meth:`_fire_watchdogs`): a call that
         does not return by then is abandoned there, and whatever it
         returns later is dropped.  Inline (``run_pending``) the driver's
         own bound applies.
+
+        While other action calls wait to be entered (a burst of
+        deadlines), what the result means (the latch, the effect reading,
+        the attempt's event) is settled after them (:meth:`_settle_later`):
+        the calls still queued go first.
         """
-        latch, action = st.latch, attempt.action
+        action = attempt.action
         attempt.started = self._clock()     # when the call really starts
         bound: contextlib.AbstractContextManager[object] = \
             contextlib.nullcontext()
@@ -746,7 +759,7 @@ class TimeoutMonitor:
                 if timeout and math.isfinite(timeout):
                     bound = calls.watchdog_bound()
                     self._push(st, _Timer.WATCHDOG, attempt.started + timeout)
-        mine = True
+        settle_here = True
         try:
             failure: tuple[R, str, bool] | None = None
             try:
@@ -764,39 +777,79 @@ class TimeoutMonitor:
                 failure = (R.FAILED, str(exc), True)
             except Exception as exc:
                 failure = (R.FAILED, f'{type(exc).__name__}: {exc}', False)
-            if not inline:
-                with self._cond:
-                    mine = st.in_call is attempt
-                    if mine:
-                        st.in_call = None
-                if not mine:
-                    LOG.warning('%s on migration %s of instance %s returned '
-                                'after its watchdog abandoned it (%s); '
-                                'result dropped', action, st.migration.id,
-                                st.instance_uuid,
-                                'accepted' if failure is None else
-                                failure[1])
-                    return
-            if failure is not None:
-                latch.failed(attempt, failure[0], failure[1],
-                             give_up_step=failure[2])
-            else:
-                latch.accepted(attempt)
-                LOG.log(logging.WARNING if st.interrupted else logging.INFO,
-                        '%s %s on migration %s of instance %s accepted '
-                        'after %.3f s',
-                        (f'Interrupted ({st.interrupted}):'
-                         if st.interrupted else 'Timeout action'),
-                        action, st.migration.id, st.instance_uuid,
-                        st.migration.elapsed)
-                self._watch_effect(st, attempt, inline)
-            if attempt.result not in (R.PENDING, R.EFFECTIVE):
-                self._attempt_event(st, attempt)
+            returned = self._clock()
+            if inline:
+                self._settle(st, attempt, failure, returned, inline=True)
+                return
+            with self._cond:
+                mine = st.in_call is attempt
+                if mine:
+                    st.in_call = None
+                    if self._calls_waiting > 0 and not self._stopped:
+                        settle_here = False
+                        self._settling.append((st, attempt, failure,
+                                               returned))
+                        queue = not self._settle_queued
+                        self._settle_queued = True
+            if not mine:
+                settle_here = False     # the watchdog settled it
+                LOG.warning('%s on migration %s of instance %s returned '
+                            'after its watchdog abandoned it (%s); '
+                            'result dropped', action, st.migration.id,
+                            st.instance_uuid,
+                            'accepted' if failure is None else failure[1])
+                return
+            if not settle_here:
+                if queue:
+                    LANE.submit_many([self._settle_later])
+                return
+            self._settle(st, attempt, failure, returned)
         except Exception:
             LOG.exception('Timeout action failed on migration %s',
                           st.migration.id)
         finally:
-            if not inline and mine:
+            if not inline and settle_here:
+                self._done_acting(st)
+
+    def _settle(self, st: State, attempt: latch_mod.Attempt,
+                failure: tuple[R, str, bool] | None, returned: float,
+                inline: bool = False) -> None:
+        """What a returned call means: the latch told (at ``returned``,
+        the time the call returned), the effect watched or the attempt's
+        event queued."""
+        latch, action = st.latch, attempt.action
+        if failure is not None:
+            latch.failed(attempt, failure[0], failure[1],
+                         give_up_step=failure[2], at=returned)
+        else:
+            latch.accepted(attempt, at=returned)
+            LOG.log(logging.WARNING if st.interrupted else logging.INFO,
+                    '%s %s on migration %s of instance %s accepted '
+                    'after %.3f s',
+                    (f'Interrupted ({st.interrupted}):'
+                     if st.interrupted else 'Timeout action'),
+                    action, st.migration.id, st.instance_uuid,
+                    st.migration.elapsed)
+            self._watch_effect(st, attempt, inline)
+        if attempt.result not in (R.PENDING, R.EFFECTIVE):
+            self._attempt_event(st, attempt)
+
+    def _settle_later(self) -> None:
+        """Settle the calls that returned while others waited to be
+        entered: a lane task queued behind those calls, so it runs once
+        they were entered (also called by :meth:`stop`)."""
+        while True:
+            with self._cond:
+                if not self._settling:
+                    self._settle_queued = False
+                    return
+                st, attempt, failure, returned = self._settling.popleft()
+            try:
+                self._settle(st, attempt, failure, returned)
+            except Exception:
+                LOG.exception('Timeout action failed on migration %s',
+                              st.migration.id)
+            finally:
                 self._done_acting(st)
 
     def _fire_watchdogs(self) -> None:

@@ -654,6 +654,77 @@ class ThreadedTest(MonitorTestCase):
         self.assertEqual(2, len(results), results)
         self.assertIn('timed out', results[0])
 
+    def test_a_burst_settles_its_results_after_every_call_entered(self):
+        """Calls with one deadline are entered first; what each returned
+        call means (latch, effect, event) is settled after the last one
+        was entered, with the time each really returned."""
+        watches, seen, exits = [], [], {}
+
+        class Recording(fake.FakeDriver):
+            def _abort(self, migration):
+                seen.append(any(a.returned is not None
+                                for w in watches for a in w.attempts))
+                try:
+                    super()._abort(migration)
+                finally:
+                    exits[migration.spec.instance] = time.monotonic()
+
+        driver = Recording(self.conf)
+        start = time.monotonic()
+        for i in range(40):
+            migration = driver.start_migration(base.MigrationSpec(
+                f'inst-{i}', 'dst'))
+            migration.started_at = start
+            watches.append(self.monitor.watch(
+                driver, migration, self.policy(completion_timeout=0.2),
+                instance_uuid=f'inst-{i}', request_id='req'))
+        outcomes = [w.wait(10) for w in watches]
+        self.assertEqual(40, len(seen))
+        self.assertEqual([False] * 40, seen)    # none settled in the burst
+        for i, (watch, outcome) in enumerate(zip(watches, outcomes)):
+            self.assertEqual(P.CANCELLED, outcome.phase)
+            attempt, = watch.attempts
+            self.assertIs(latch.Result.EFFECTIVE, attempt.result)
+            self.assertGreaterEqual(attempt.returned, exits[f'inst-{i}'])
+            self.assertEqual(1, len(self.events(events.TIMEOUT_ACTION,
+                                                f'inst-{i}')))
+
+    def test_stop_settles_results_a_burst_left_unsettled(self):
+        """Results stashed during a burst get their events on stop, even
+        when their settling task never ran."""
+        held = []
+        real = monitor.LANE.submit_many
+
+        def submit_many(tasks):
+            held.extend(t for t in tasks if t == self.monitor._settle_later)
+            real([t for t in tasks if t != self.monitor._settle_later])
+
+        self.useFixture(fixtures.MockPatchObject(
+            monitor.LANE, 'submit_many', submit_many))
+        driver = ScriptedDriver(self.conf, time.monotonic, errors={
+            'abort': exception.OperationRefused(
+                driver='scripted', operation='abort', migration='m',
+                reason='busy')})
+        start = time.monotonic()
+        watches = []
+        for i in range(5):
+            migration = driver.start_migration(base.MigrationSpec(
+                f'inst-{i}', 'dst'))
+            migration.started_at = start
+            watches.append(self.monitor.watch(
+                driver, migration, self.policy(completion_timeout=0.1),
+                instance_uuid=f'inst-{i}', request_id='req'))
+        deadline = time.monotonic() + 5
+        while driver.count('abort') < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(5, driver.count('abort'))
+        self.assertTrue(held)       # at least the first four were stashed
+        self.monitor.stop()
+        refused = [e for i in range(5)
+                   for e in self.events(events.TIMEOUT_ACTION, f'inst-{i}')
+                   if 'refused' in e.details]
+        self.assertGreaterEqual(len(refused), 4, refused)
+
     def test_readings_go_on_when_the_lane_never_starts_a_call(self):
         """Polls held for a burst's calls are released after HOLD_MAX even
         if the lane never starts them: the migration's end is still seen."""
