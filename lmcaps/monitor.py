@@ -10,7 +10,9 @@ queues behind polls, event writes or another migration's hung call; polls
 and effect readings due meanwhile wait until every call handed to the
 lane was entered, and so does what each returned call means (the latch,
 its event, its effect reading).  Every driver call
-is bounded by ``[lmcaps] driver_call_timeout``: readings by
+is bounded by ``[lmcaps] driver_call_timeout``: polls by the poll pool's
+watchdog (the call runs on its poll thread,
+:class:`lmcaps.drivers.calls.WatchedPool`), effect readings by
 :func:`lmcaps.drivers.base.bounded`, action calls by a watchdog timer (the
 call runs on its lane thread, :func:`lmcaps.drivers.calls.watchdog_bound`);
 a hung call is abandoned and recorded, its thread replaced, and the action
@@ -22,7 +24,6 @@ and are flushed on stop.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import enum
 import functools
@@ -180,7 +181,8 @@ class TimeoutMonitor:
         self.queue = eventqueue.EventQueue(store)
         self._clock = clock
         self._tick = min(MAX_TICK, self.poll_interval / 5)
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()      # the state below; _cond's lock
+        self._cond = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, _Timer, State]] = []
         self._effects: list[State] = []     # effect readings due (lock)
         self._polls: list[State] = []       # polls due (lock)
@@ -197,7 +199,7 @@ class TimeoutMonitor:
         self._stagger = itertools.count()
         self._states: dict[str, State] = {}
         self._thread: threading.Thread | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pollers: calls.WatchedPool | None = None
         self._stopped = False
 
     @classmethod
@@ -221,14 +223,15 @@ class TimeoutMonitor:
 
     def start(self) -> None:
         """Start the scheduler, the poll workers, the event writer."""
-        with self._cond:
+        with self._lock:
             if self._stopped:
                 raise exception.MonitorError(reason='the monitor was stopped')
             if self._thread is not None:
                 return
             self.queue.start()
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.workers, thread_name_prefix='lmcaps-poll')
+            self._pollers = calls.WatchedPool(
+                'lmcaps-poll', self.workers, self._poll_one,
+                self._poll_abandoned)
             self._thread = threading.Thread(
                 target=self._run, name='lmcaps-monitor-timers', daemon=True)
             self._thread.start()
@@ -239,18 +242,18 @@ class TimeoutMonitor:
         Their persisted watch stays open, so ``lmcaps watch`` can take
         them over; queued events are flushed.
         """
-        with self._cond:
+        with self._lock:
             if self._stopped:
                 return
             self._stopped = True
             self._cond.notify_all()
-            thread, executor = self._thread, self._executor
+            thread, pollers = self._thread, self._pollers
         if thread is not None:
             thread.join()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if pollers is not None:
+            pollers.shutdown()
         self._settle_later()    # results returned during a burst: events
-        with self._cond:
+        with self._lock:
             pending = list(self._states.values())
             self._states.clear()
             self._heap.clear()
@@ -310,7 +313,7 @@ class TimeoutMonitor:
         st = State(driver=driver, migration=migration, policy=policy,
                    instance_uuid=instance_uuid, request_id=request_id,
                    deadline=deadline, latch=latch, on_done=on_done)
-        with self._cond:
+        with self._lock:
             if self._stopped:
                 raise exception.MonitorError(reason='the monitor is stopped')
             if migration.id in self._states:
@@ -326,7 +329,7 @@ class TimeoutMonitor:
         reserve = min(watched + 8, RESERVED_THREADS)
         READINGS.reserve(reserve)
         calls.CALLS.reserve(reserve)
-        with self._cond:
+        with self._lock:
             offset = (next(self._stagger) * _GOLDEN) % 1.0
             self._push(st, _Timer.POLL,
                        self._clock() + offset * self.poll_interval)
@@ -345,7 +348,7 @@ class TimeoutMonitor:
         if st.seen_postcopy or st.phase is base.Phase.POSTCOPY:
             return False
         st.interrupted = reason
-        with self._cond:
+        with self._lock:
             st.latch.deadline = None       # act now, whatever the deadline
             st.latch.steps = [ABORT] if st.driver.host_declaration().support(
                 latch_mod._OPERATION[ABORT]).usable else []
@@ -364,7 +367,7 @@ class TimeoutMonitor:
                 reason='run_pending() is for a monitor that is not started')
         count = 0
         while True:
-            with self._cond:
+            with self._lock:
                 actions, polls = self._pop_due(self._clock())
             if not actions and not polls:
                 return count
@@ -447,7 +450,7 @@ class TimeoutMonitor:
     def _run(self) -> None:
         while True:
             try:
-                with self._cond:
+                with self._lock:
                     while True:
                         if self._stopped:
                             return
@@ -487,7 +490,7 @@ class TimeoutMonitor:
         burst of deadlines goes first (the readings' CPU would delay the
         calls' entry); held polls stay popped, so they cost nothing
         meanwhile."""
-        with self._cond:
+        with self._lock:
             if not self._polls or self._release_at() > self._clock():
                 return
             polls, self._polls = self._polls, []
@@ -496,15 +499,15 @@ class TimeoutMonitor:
         for i in range(0, len(polls), size):
             batch = polls[i:i + size]
             try:
-                assert self._executor is not None
-                self._executor.submit(self._poll_batch, batch)
+                assert self._pollers is not None
+                self._pollers.submit(batch)
             except RuntimeError:  # shut down: stop() ends these watches
                 return
 
     def _dispatch_effects(self) -> None:
         """Effect readings go to their own threads, after any action call
         still waiting to be entered (held until then, like polls)."""
-        with self._cond:
+        with self._lock:
             if not self._effects or self._release_at() > self._clock():
                 return
             due, self._effects = self._effects, []
@@ -534,7 +537,7 @@ class TimeoutMonitor:
                 self._rearm(st)
                 return
             if st.latch.awaiting_effect():
-                with self._cond:
+                with self._lock:
                     st.effect_wait = min(self.poll_interval, max(
                         EFFECT_POLL, st.effect_wait * 2))
                     if not self._stopped:
@@ -547,15 +550,18 @@ class TimeoutMonitor:
                           'migration %s', st.migration.id)
 
     def _read(self, st: State) -> base.Progress | None:
-        """One bounded reading; None (blind) when it failed."""
+        """One bounded reading; None (blind) when it failed.
+
+        On a poll thread the call runs there, bounded by the poll pool's
+        watchdog (:class:`lmcaps.drivers.calls.WatchedPool`; an abandoned
+        call ends in :meth:`_poll_abandoned`); elsewhere on a call thread.
+        """
         try:
             progress = base.bounded(
                 lambda: st.driver.get_progress(st.migration),
                 st.driver.call_timeout, 'get_progress', st.driver.name)
         except Exception as exc:
-            LOG.warning('get_progress failed for migration %s: %s',
-                        st.migration.id, exc)
-            self._blind(st, exc)
+            self._read_failed(st, exc)
             return None
         st.blind_since = None
         with st.observing:      # a concurrent reading concludes after
@@ -565,24 +571,48 @@ class TimeoutMonitor:
                 self._effective(st, effective)
         return progress
 
+    def _read_failed(self, st: State, exc: Exception) -> None:
+        LOG.warning('get_progress failed for migration %s: %s',
+                    st.migration.id, exc)
+        self._blind(st, exc)
+
     def _poll_batch(self, batch: list[State]) -> None:
         for st in batch:
-            try:
-                progress = self._read(st)
-                if progress is not None and progress.phase.terminal:
-                    self._conclude(st, progress)
-                else:
-                    self._after_poll(st)
-            except Exception:
-                LOG.exception('Timeout monitor failed on migration %s',
-                              st.migration.id)
-            finally:
-                with self._cond:
-                    st.polling = False
-                    if not st.finished.is_set() and not self._stopped and \
-                            st.poll_at is None:
-                        self._push(st, _Timer.POLL,
-                                   self._clock() + self._next_poll(st))
+            self._poll_one(st)
+
+    def _poll_one(self, st: State) -> None:
+        """Read one migration, then time its next poll."""
+        try:
+            progress = self._read(st)
+            if progress is not None and progress.phase.terminal:
+                self._conclude(st, progress)
+            else:
+                self._after_poll(st)
+        except calls.Abandoned:
+            raise           # _poll_abandoned did the rest
+        except Exception:
+            LOG.exception('Timeout monitor failed on migration %s',
+                          st.migration.id)
+        self._polled(st)
+
+    def _poll_abandoned(self, st: State, error: Exception) -> None:
+        """The poll pool's watchdog abandoned ``st``'s reading (on the
+        watchdog thread): a failed reading, then the next poll."""
+        try:
+            self._read_failed(st, error)
+            self._after_poll(st)
+        except Exception:
+            LOG.exception('Timeout monitor failed on migration %s',
+                          st.migration.id)
+        self._polled(st)
+
+    def _polled(self, st: State) -> None:
+        with self._lock:
+            st.polling = False
+            if not st.finished.is_set() and not self._stopped and \
+                    st.poll_at is None:
+                self._push(st, _Timer.POLL,
+                           self._clock() + self._next_poll(st))
 
     def _next_poll(self, st: State) -> float:
         """Seconds to the next reading (effects have their own timers).
@@ -611,7 +641,7 @@ class TimeoutMonitor:
         self._note_postcopy(st)
 
     def _rearm(self, st: State) -> None:
-        with self._cond:
+        with self._lock:
             if st.latch.done or self._stopped:
                 return
             pending = [a for a in st.latch.attempts
@@ -693,7 +723,7 @@ class TimeoutMonitor:
                 self._done_acting(st)
             else:
                 handoffs.append((st, attempt))
-        with self._cond:
+        with self._lock:
             if handoffs and self._calls_waiting <= 0:
                 self._waiting_since = self._clock()
             self._calls_waiting += len(handoffs)
@@ -701,7 +731,7 @@ class TimeoutMonitor:
                           for st, attempt in handoffs])
 
     def _done_acting(self, st: State) -> None:
-        with self._cond:
+        with self._lock:
             st.acting = False
         if not st.finished.is_set():
             self._rearm(st)
@@ -750,7 +780,7 @@ class TimeoutMonitor:
             contextlib.nullcontext()
         if not inline:
             timeout = st.driver.call_timeout
-            with self._cond:
+            with self._lock:
                 self._calls_waiting -= 1
                 if not self._calls_waiting and (self._polls or
                                                 self._effects):
@@ -781,7 +811,7 @@ class TimeoutMonitor:
             if inline:
                 self._settle(st, attempt, failure, returned, inline=True)
                 return
-            with self._cond:
+            with self._lock:
                 mine = st.in_call is attempt
                 if mine:
                     st.in_call = None
@@ -839,7 +869,7 @@ class TimeoutMonitor:
         entered: a lane task queued behind those calls, so it runs once
         they were entered (also called by :meth:`stop`)."""
         while True:
-            with self._cond:
+            with self._lock:
                 if not self._settling:
                     self._settle_queued = False
                     return
@@ -857,10 +887,10 @@ class TimeoutMonitor:
         thread): the attempt is TIMED_OUT and recorded, and the migration
         is free for its retry or the next step on another lane thread;
         the hung thread's result is dropped when it returns."""
-        with self._cond:
+        with self._lock:
             due, self._watchdogs = self._watchdogs, []
         for st in due:
-            with self._cond:
+            with self._lock:
                 attempt = st.in_call    # stale timers never get here
                 if attempt is None or st.finished.is_set():
                     continue        # the call returned first
@@ -893,7 +923,7 @@ class TimeoutMonitor:
             return
         if attempt.result is not R.PENDING or st.finished.is_set():
             return
-        with self._cond:
+        with self._lock:
             st.effect_wait = 0.0
             if not self._stopped:
                 self._push(st, _Timer.EFFECT, self._clock())
@@ -903,7 +933,7 @@ class TimeoutMonitor:
         if st.unusable_reported or st.deadline is None:
             return
         if self._clock() <= st.deadline:
-            with self._cond:
+            with self._lock:
                 self._push(st, _Timer.ACTION, st.deadline + RECHECK)
             return
         st.unusable_reported = True
@@ -969,7 +999,7 @@ class TimeoutMonitor:
     def _conclude(self, st: State, progress: base.Progress) -> None:
         with st.observing:      # an effective attempt's event goes first
             pass
-        with self._cond:
+        with self._lock:
             if st.concluding:
                 return
             st.concluding = True
@@ -1034,7 +1064,7 @@ class TimeoutMonitor:
             effective_at=(None if latch.effective is None
                           else latch.effective.effective_at),
             interrupted=st.interrupted, ended=ended)
-        with self._cond:
+        with self._lock:
             st.outcome = outcome
             if self._states.get(st.migration.id) is st:
                 del self._states[st.migration.id]

@@ -260,6 +260,200 @@ class Lane:
 _LOCAL = threading.local()
 
 
+class Abandoned(BaseException):
+    """Raised on a :class:`WatchedPool` thread whose call the watchdog
+    abandoned, once that call returns: what it returned is dropped and
+    the thread ends.  A BaseException, so that the handlers of the task it
+    runs in (``except Exception``) let it through."""
+
+
+class _Slot:
+    """What one :class:`WatchedPool` thread runs (under the pool's lock)."""
+
+    __slots__ = ('pool', 'batch', 'item', 'deadline', 'timeout', 'what',
+                 'driver', 'used', 'abandoned')
+
+    def __init__(self, pool: WatchedPool) -> None:
+        self.pool = pool
+        self.batch: collections.deque[Any] = collections.deque()
+        self.item: Any = None
+        self.deadline: float | None = None  # its call's bound, while in it
+        self.timeout = 0.0
+        self.what = self.driver = ''
+        self.used = False       # the task's first bounded call was made
+        self.abandoned = False
+
+
+class WatchedPool:
+    """Threads that run batches of tasks, each task's driver call on the
+    task's own thread, all calls bounded by one watchdog thread.
+
+    For the timeout monitor's polls.  The first :func:`bounded` call a
+    task makes (its reading) runs on the pool thread instead of hopping to
+    another one: at a thousand readings a second, the hop (a future and
+    two thread switches per reading) is half the monitor's CPU.  The
+    watchdog abandons a call still running ``timeout`` seconds (the bound
+    given to :func:`bounded`) after it started: ``on_abandon(item, error)``
+    is called on the watchdog thread with a DriverCallTimeout, the rest of
+    that thread's batch goes to a new thread, and the hung thread ends
+    when its call returns (:class:`Abandoned`), dropping the result.  So a
+    hung call never holds the capacity the other tasks need.  Later
+    bounded calls of the same task, and calls nested in the first, are
+    bounded as usual.  All threads are daemons.
+
+    :param threads: threads taking batches (abandoned ones are replaced).
+    :param run: ``run(item)``, called for each item of a batch; its
+        exceptions are logged.
+    :param on_abandon: ``on_abandon(item, error)``, when ``item``'s call
+        was abandoned; it must not block.
+    """
+
+    def __init__(self, name: str, threads: int,
+                 run: Callable[[Any], None],
+                 on_abandon: Callable[[Any, Exception], None]) -> None:
+        self.name = name
+        self.threads = threads
+        self._run_item = run
+        self._on_abandon = on_abandon
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._dog = threading.Condition(self._lock)
+        self._batches: collections.deque[list[Any]] = collections.deque()
+        self._slots: set[_Slot] = set()
+        self._active = 0                # batches being run, not abandoned
+        #: when the watchdog reads the slots next (inf: no call since)
+        self._wake_at = math.inf
+        self._closed = False
+        self._count = itertools.count(1)
+        for _ in range(threads):
+            self._start(self._worker)
+        self._start(self._watchdog, 'watchdog')
+
+    def _start(self, target: Callable[[], None], role: str = '') -> None:
+        threading.Thread(target=target, daemon=True,
+                         name=f'{self.name}-{role or next(self._count)}'
+                         ).start()
+
+    def submit(self, batch: list[Any]) -> None:
+        """Queue one batch, run in order on one thread.
+
+        :raises: RuntimeError once :meth:`shutdown` was called.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f'{self.name} is shut down')
+            self._batches.append(batch)
+            self._work.notify()
+
+    def shutdown(self) -> None:
+        """Drop the queued batches; wait for the batches being run, a
+        hung call at most until its bound."""
+        with self._lock:
+            self._closed = True
+            self._batches.clear()
+            self._work.notify_all()
+            while self._active:
+                self._work.wait()
+            self._dog.notify()
+
+    # -- the bound (called by bounded(), on a pool thread) -----------------
+
+    def _enter(self, slot: _Slot, timeout: float, what: str,
+               driver: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            slot.deadline, slot.timeout = deadline, timeout
+            slot.what, slot.driver = what, driver
+            if deadline < self._wake_at:
+                self._wake_at = deadline
+                self._dog.notify()
+
+    def _leave(self, slot: _Slot) -> None:
+        with self._lock:
+            slot.deadline = None
+            if slot.abandoned:
+                raise Abandoned()
+
+    # -- threads ----------------------------------------------------------
+
+    def _worker(self) -> None:
+        slot = _Slot(self)
+        _LOCAL.slot = slot
+        while True:
+            with self._lock:
+                while not self._batches and not self._closed:
+                    self._work.wait()
+                if not self._batches:
+                    return                      # shut down
+                slot.batch.extend(self._batches.popleft())
+                self._slots.add(slot)
+                self._active += 1
+            while True:
+                with self._lock:
+                    if not slot.batch:
+                        slot.item = None
+                        self._slots.discard(slot)
+                        self._active -= 1
+                        if self._closed and not self._active:
+                            self._work.notify_all()
+                        break
+                    slot.item = slot.batch.popleft()
+                    slot.used = False
+                try:
+                    self._run_item(slot.item)
+                except Abandoned:
+                    LOG.warning('%s: a call the watchdog abandoned returned; '
+                                'result dropped', self.name)
+                    return
+                except Exception:
+                    LOG.exception('%s task failed', self.name)
+
+    def _watchdog(self) -> None:
+        """Sleep until the earliest bound a call was given since the last
+        reading (``_wake_at``; :meth:`_enter` lowers it, so a call that
+        returns in time costs the watchdog nothing), then abandon the calls
+        past their bound."""
+        while True:
+            abandoned: list[tuple[Any, Exception]] = []
+            with self._lock:
+                while True:
+                    if self._closed and not self._active:
+                        return
+                    now = time.monotonic()
+                    if now >= self._wake_at:
+                        break
+                    self._dog.wait(None if math.isinf(self._wake_at)
+                                   else self._wake_at - now)
+                wake = math.inf
+                for slot in list(self._slots):
+                    if slot.deadline is None:
+                        continue
+                    if slot.deadline > now:
+                        wake = min(wake, slot.deadline)
+                        continue
+                    slot.abandoned = True
+                    self._slots.discard(slot)
+                    self._active -= 1
+                    if slot.batch:
+                        self._batches.appendleft(list(slot.batch))
+                        slot.batch.clear()
+                        self._work.notify()
+                    abandoned.append((slot.item, exception.DriverCallTimeout(
+                        driver=slot.driver, call=slot.what,
+                        timeout=f'{slot.timeout:g}')))
+                    if not self._closed:
+                        self._start(self._worker)   # its replacement
+                    elif not self._active:
+                        self._work.notify_all()
+                self._wake_at = wake
+            for item, error in abandoned:
+                try:
+                    self._on_abandon(item, error)
+                except Exception:
+                    LOG.exception('%s: handling an abandoned call failed',
+                                  self.name)
+
+
 class watchdog_bound:  # noqa: N801 (used as a context manager)
     """The caller bounds the next driver call itself, with a watchdog.
 
@@ -287,14 +481,24 @@ def bounded(call: Callable[[], T], timeout: float, what: str,
 
     A call that does not return in time is abandoned (its thread goes on
     and its result is dropped), so a hung backend never holds the caller.
-    Under :func:`watchdog_bound` the call runs on the caller's thread and
-    the caller's watchdog enforces ``timeout``.
+    Under :func:`watchdog_bound`, and as a :class:`WatchedPool` task's
+    first bounded call, the call runs on the caller's thread and the
+    caller's watchdog enforces ``timeout``.
 
-    :raises: DriverCallTimeout when the time ran out; whatever ``call``
+    :raises: Abandoned on a WatchedPool thread whose call the watchdog
+        abandoned; DriverCallTimeout when the time ran out; whatever ``call``
         raised otherwise.
     """
     if not timeout or math.isinf(timeout):
         return call()
+    slot = getattr(_LOCAL, 'slot', None)
+    if slot is not None and not slot.used:     # a WatchedPool task's first
+        slot.used = True
+        slot.pool._enter(slot, timeout, what, driver)
+        try:
+            return call()
+        finally:
+            slot.pool._leave(slot)
     if getattr(_LOCAL, 'watchdog', False):
         _LOCAL.watchdog = False         # only the outermost call
         try:

@@ -33,9 +33,12 @@ class Phase(enum.Enum):
     FAILED = 'failed'         # the migration failed
     CANCELLED = 'cancelled'   # the migration was cancelled
 
-    @property
-    def terminal(self) -> bool:
-        return self in (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
+    #: whether the migration has ended (completed, failed or cancelled);
+    #: an attribute, read several times per reading
+    terminal: bool
+
+    def __init__(self, value: str) -> None:
+        self.terminal = value in ('completed', 'failed', 'cancelled')
 
 
 class GuestHost(enum.Enum):
@@ -125,6 +128,10 @@ class Destination:
                    data=dict(data.get('data') or {}))
 
 
+_COUNTS = ('data_total', 'data_processed', 'data_remaining',
+           'memory_dirty_rate', 'transfer_rate', 'iteration')
+
+
 @dataclasses.dataclass(frozen=True)
 class Progress:
     """A snapshot of a running migration; unknown values are None.
@@ -160,11 +167,12 @@ class Progress:
                                  isinstance(frac, bool) or
                                  not 0.0 <= frac <= 1.0):
             found.append(f'fraction {frac!r} is not within 0..1')
-        for name in ('data_total', 'data_processed', 'data_remaining',
-                     'memory_dirty_rate', 'transfer_rate', 'iteration'):
+        for name in _COUNTS:
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or
-                                      isinstance(value, bool) or value < 0):
+            if value is None or (type(value) is int and value >= 0):
+                continue            # the common case, checked first
+            if (not isinstance(value, int) or isinstance(value, bool) or
+                    value < 0):
                 found.append(f'{name} {value!r} is not a count >= 0')
         return found
 

@@ -1,4 +1,5 @@
-"""The call helpers: the action lane and the watchdog bound."""
+"""The call helpers: the action lane, the watched poll pool and the
+watchdog bound."""
 
 from __future__ import annotations
 
@@ -111,6 +112,141 @@ class WatchdogBoundTest(testtools.TestCase):
         self.addCleanup(release.set)
         self.assertRaises(exception.DriverCallTimeout, calls.bounded,
                           lambda: release.wait(10), 0.05, 'hang', 'd')
+
+
+class WatchedPoolTest(testtools.TestCase):
+
+    def pool(self, threads=2, **kwargs):
+        self.abandoned = []
+        self.gone = threading.Event()
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name='lmcaps.drivers.calls'))
+
+        def on_abandon(item, error):
+            self.abandoned.append((item, error))
+            self.gone.set()
+
+        pool = calls.WatchedPool('test-poll', threads, self.run_item,
+                                 on_abandon)
+        self.addCleanup(pool.shutdown)
+        return pool
+
+    def run_item(self, item):
+        item()
+
+    def test_a_task_s_first_bounded_call_runs_on_its_thread(self):
+        seen = {}
+        done = threading.Event()
+
+        def task():
+            seen['task'] = threading.get_ident()
+            seen['first'], seen['nested'] = calls.bounded(
+                lambda: (threading.get_ident(), calls.bounded(
+                    threading.get_ident, 5.0, 'nested', 'd')), 5.0,
+                'first', 'd')
+            seen['second'] = calls.bounded(threading.get_ident, 5.0,
+                                           'second', 'd')
+            done.set()
+
+        self.pool().submit([task])
+        self.assertTrue(done.wait(5))
+        self.assertEqual(seen['task'], seen['first'])
+        # nested in the first, or after it: a thread of their own
+        self.assertNotEqual(seen['task'], seen['nested'])
+        self.assertNotEqual(seen['task'], seen['second'])
+
+    def test_a_hung_call_is_abandoned_and_its_batch_goes_on(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        after, ran = [], []
+        rest_done = threading.Event()
+
+        def hang():
+            calls.bounded(lambda: release.wait(10), 0.1, 'get_progress',
+                          'fake')
+            after.append('hang')        # never: the result is dropped
+
+        def later(name):
+            ran.append((name, threading.get_ident()))
+            if len(ran) == 2:
+                rest_done.set()
+
+        hung_thread = []
+        pool = self.pool(threads=1)
+        pool.submit([lambda: (hung_thread.append(threading.get_ident()),
+                              hang()),
+                     lambda: later('a'), lambda: later('b')])
+        self.assertTrue(self.gone.wait(5))
+        self.assertTrue(rest_done.wait(5), 'the batch behind it waited')
+        [(item, error)] = self.abandoned
+        self.assertIsInstance(error, exception.DriverCallTimeout)
+        self.assertIn('get_progress did not return within 0.1 s',
+                      str(error))
+        self.assertEqual(['a', 'b'], [n for n, _t in ran])
+        self.assertNotIn(hung_thread[0], [t for _n, t in ran])
+        release.set()
+        for _ in range(100):
+            if 'result dropped' in self.log.output:
+                break
+            time.sleep(0.02)
+        self.assertIn('result dropped', self.log.output)
+        self.assertEqual([], after)
+
+    def test_hung_calls_never_hold_the_capacity(self):
+        """Every thread hung: a new batch still runs (replacements)."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+        pool = self.pool(threads=2)
+        for _ in range(2):
+            pool.submit([lambda: calls.bounded(lambda: release.wait(10),
+                                               0.05, 'hang', 'd')])
+        ran = threading.Event()
+        pool.submit([ran.set])
+        self.assertTrue(ran.wait(5))
+        for _ in range(100):
+            if len(self.abandoned) == 2:
+                break
+            time.sleep(0.02)
+        self.assertEqual(2, len(self.abandoned))
+
+    def test_a_call_in_time_is_not_abandoned(self):
+        done = threading.Event()
+        pool = self.pool()
+        pool.submit([lambda: calls.bounded(lambda: time.sleep(0.05), 0.5,
+                                           'x', 'd'), done.set])
+        self.assertTrue(done.wait(5))
+        time.sleep(0.6)                 # past the bound the call had
+        self.assertEqual([], self.abandoned)
+
+    def test_shutdown_finishes_what_runs_and_drops_what_waits(self):
+        pool = self.pool(threads=1)
+        ran = []
+        started = threading.Event()
+
+        def slow():
+            started.set()
+            time.sleep(0.2)
+            ran.append('slow')
+
+        pool.submit([slow])
+        pool.submit([lambda: ran.append('queued')])
+        self.assertTrue(started.wait(5))
+        pool.shutdown()
+        self.assertEqual(['slow'], ran)
+        self.assertRaises(RuntimeError, pool.submit, [lambda: None])
+
+    def test_shutdown_waits_for_a_hung_call_only_until_its_bound(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        pool = self.pool(threads=1)
+        started = threading.Event()
+        pool.submit([lambda: (started.set(), calls.bounded(
+            lambda: release.wait(10), 0.2, 'hang', 'd'))])
+        self.assertTrue(started.wait(5))
+        begin = time.monotonic()
+        pool.shutdown()
+        self.assertLess(time.monotonic() - begin, 5.0)
+        self.assertEqual(1, len(self.abandoned))
 
 
 class GreenLaneTest(testtools.TestCase):

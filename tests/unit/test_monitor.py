@@ -654,6 +654,45 @@ class ThreadedTest(MonitorTestCase):
         self.assertEqual(2, len(results), results)
         self.assertIn('timed out', results[0])
 
+    def test_hung_readings_are_abandoned_by_the_poll_watchdog(self):
+        """As many hung get_progress calls as poll threads: each is
+        abandoned at driver_call_timeout (a blind reading, reported once
+        past the deadline, no action fired blind), and another migration
+        is still read, acted on and seen to end."""
+        self.cfg.config(driver_call_timeout=0.2, group='lmcaps')
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        class Hanging(ScriptedDriver):
+            def _progress(self, migration):
+                release.wait(10)
+                return super()._progress(migration)
+
+        hung = [self.watch(Hanging(self.conf, time.monotonic),
+                           self.policy(completion_timeout=0.3),
+                           instance=f'hung-{i}')
+                for i in range(self.monitor.workers)]
+        healthy = ScriptedDriver(self.conf, time.monotonic)
+        watch = self.watch(healthy, self.policy(completion_timeout=0.3),
+                           instance='ok')
+        outcome = watch.wait(10)
+        self.assertIsNotNone(outcome, 'a hung reading held the others')
+        self.assertEqual((P.CANCELLED, 'abort'),
+                         (outcome.phase, outcome.action))
+        waited = time.monotonic() + 5
+        while time.monotonic() < waited and not all(
+                self.events(events.TIMEOUT_ACTION, f'hung-{i}')
+                for i in range(len(hung))):
+            time.sleep(0.02)
+        for i, w in enumerate(hung):
+            [blind] = self.events(events.TIMEOUT_ACTION, f'hung-{i}')
+            self.assertEqual(events.ERROR, blind.result)
+            self.assertIn('progress unavailable', blind.details)
+            self.assertIn('get_progress did not return within 0.2 s',
+                          blind.details)
+            self.assertFalse(w.done)
+            self.assertEqual([], w.attempts)
+
     def test_a_burst_settles_its_results_after_every_call_entered(self):
         """Calls with one deadline are entered first; what each returned
         call means (latch, effect, event) is settled after the last one
