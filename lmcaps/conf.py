@@ -128,8 +128,10 @@ lmcaps_opts = [
                      'used in post-copy.'),
     cfg.IntOpt('monitor_workers',
                default=8, min=1,
-               help='Threads that carry out timeout actions and polls for '
-                    'the monitor, shared by all migrations.'),
+               help='Threads that read the migrations the monitor watches '
+                    '(get_progress), shared by all of them; one whose '
+                    'reading hangs past driver_call_timeout is replaced. '
+                    'Timeout actions have threads of their own.'),
 ]
 
 
