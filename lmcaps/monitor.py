@@ -11,9 +11,10 @@ and effect readings due meanwhile wait until every call handed to the
 lane was entered, and so does what each returned call means (the latch,
 its event, its effect reading).  Every driver call
 is bounded by ``[lmcaps] driver_call_timeout``: polls by the poll pool's
-watchdog (the call runs on its poll thread,
-:class:`lmcaps.drivers.calls.WatchedPool`), effect readings by
-:func:`lmcaps.drivers.base.bounded`, action calls by a watchdog timer (the
+watchdog and effect readings by the effect pool's (the call runs on the
+reading's thread, :class:`lmcaps.drivers.calls.WatchedPool`; effect
+readings may take seconds, libvirt's can block 2 s, so each has a thread
+of its own, off the action lane), action calls by a watchdog timer (the
 call runs on its lane thread, :func:`lmcaps.drivers.calls.watchdog_bound`);
 a hung call is abandoned and recorded, its thread replaced, and the action
 retried or escalated (:mod:`lmcaps.latch`).
@@ -71,17 +72,14 @@ RESERVED_THREADS = 512
 #: watchdog; one thread takes them in order, more start while calls block
 #: (:class:`lmcaps.drivers.calls.Lane`).
 LANE = calls.Lane('lmcaps-action')
-#: Effect readings: bounded get_progress calls that may take seconds
-#: (libvirt's can block 2 s), a thread each, kept off the action lane.
-READINGS = calls.DaemonPool('lmcaps-effect')
 #: Longest wait, in seconds, of polls and effect readings held while a
 #: burst's action calls are queued on the lane (2,000 start in ~0.1 s).
 HOLD_MAX = 0.25
 #: Seconds to the second effect reading after an accepted action (the
 #: first is at once); the delay doubles after each reading up to the poll
 #: interval.  Readings are timers, not sleeps, so thousands of accepted
-#: actions never hold thousands of threads, and they run on the action
-#: lane, so slow polls filling the poll workers never delay them.
+#: actions never hold thousands of threads, and they run on the effect
+#: pool's threads, so slow polls filling the poll threads never delay them.
 EFFECT_POLL = 0.02
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
@@ -129,7 +127,7 @@ def _predicted_end(progress: base.Progress | None) -> float | None:
 class _Timer(enum.IntEnum):
     ACTION = 0
     POLL = 1
-    EFFECT = 2      # read an accepted action's effect (a READINGS thread)
+    EFFECT = 2      # read an accepted action's effect (the effect pool)
     WATCHDOG = 3    # an action call's bound (driver_call_timeout)
 
 
@@ -200,6 +198,7 @@ class TimeoutMonitor:
         self._states: dict[str, State] = {}
         self._thread: threading.Thread | None = None
         self._pollers: calls.WatchedPool | None = None
+        self._effect_pool: calls.WatchedPool | None = None
         self._stopped = False
 
     @classmethod
@@ -232,6 +231,9 @@ class TimeoutMonitor:
             self._pollers = calls.WatchedPool(
                 'lmcaps-poll', self.workers, self._poll_one,
                 self._poll_abandoned)
+            self._effect_pool = calls.WatchedPool(
+                'lmcaps-effect', 0, self._read_effect,
+                self._effect_abandoned, elastic=True)
             self._thread = threading.Thread(
                 target=self._run, name='lmcaps-monitor-timers', daemon=True)
             self._thread.start()
@@ -248,10 +250,13 @@ class TimeoutMonitor:
             self._stopped = True
             self._cond.notify_all()
             thread, pollers = self._thread, self._pollers
+            effect_pool = self._effect_pool
         if thread is not None:
             thread.join()
         if pollers is not None:
             pollers.shutdown()
+        if effect_pool is not None:
+            effect_pool.shutdown(wait=False)    # its threads end when idle
         self._settle_later()    # results returned during a burst: events
         with self._lock:
             pending = list(self._states.values())
@@ -327,7 +332,8 @@ class TimeoutMonitor:
                                                 self.host))
         # threads for effect readings and their bounded calls, started now
         reserve = min(watched + 8, RESERVED_THREADS)
-        READINGS.reserve(reserve)
+        if self._effect_pool is not None:
+            self._effect_pool.reserve(reserve)
         calls.CALLS.reserve(reserve)
         with self._lock:
             offset = (next(self._stagger) * _GOLDEN) % 1.0
@@ -511,43 +517,63 @@ class TimeoutMonitor:
             if not self._effects or self._release_at() > self._clock():
                 return
             due, self._effects = self._effects, []
+        assert self._effect_pool is not None
         for st in due:
-            READINGS.submit(functools.partial(self._read_effect, st))
+            try:
+                self._effect_pool.submit([st])
+            except RuntimeError:  # shut down: stop() ends these watches
+                return
 
     # -- reading ----------------------------------------------------------
 
     def _read_effect(self, st: State) -> None:
         """One reading of an accepted action's effect, on a thread of its
-        own: never queued behind the polls (slow ``get_progress`` calls
-        keep the poll workers busy), and never a sleep on that thread — the
-        next reading is a timer, sooner at first (EFFECT_POLL, doubling up
-        to the poll interval) until the effect shows or its bound passed.
+        own (the effect pool, whose watchdog bounds the call there): never
+        queued behind the polls (slow ``get_progress`` calls keep the poll
+        threads busy), and never a sleep on that thread — the next reading
+        is a timer, sooner at first (EFFECT_POLL, doubling up to the poll
+        interval) until the effect shows or its bound passed.
         """
         try:
             if st.finished.is_set() or self._stopped or \
                     not st.latch.awaiting_effect():
                 return
-            progress = self._read(st)
-            if progress is not None and progress.phase.terminal:
-                self._conclude(st, progress)
-                return
-            expired = st.latch.expire()
-            if expired is not None:
-                self._attempt_event(st, expired)
-                self._rearm(st)
-                return
-            if st.latch.awaiting_effect():
-                with self._lock:
-                    st.effect_wait = min(self.poll_interval, max(
-                        EFFECT_POLL, st.effect_wait * 2))
-                    if not self._stopped:
-                        self._push(st, _Timer.EFFECT,
-                                   self._clock() + st.effect_wait)
-            else:
-                self._rearm(st)
+            self._after_effect_reading(st, self._read(st))
+        except calls.Abandoned:
+            raise           # _effect_abandoned did the rest
         except Exception:
             LOG.exception('Timeout monitor failed reading the effect on '
                           'migration %s', st.migration.id)
+
+    def _effect_abandoned(self, st: State, error: Exception) -> None:
+        """The effect pool's watchdog abandoned ``st``'s reading."""
+        try:
+            self._read_failed(st, error)
+            self._after_effect_reading(st, None)
+        except Exception:
+            LOG.exception('Timeout monitor failed reading the effect on '
+                          'migration %s', st.migration.id)
+
+    def _after_effect_reading(self, st: State,
+                              progress: base.Progress | None) -> None:
+        if progress is not None and progress.phase.terminal:
+            self._conclude(st, progress)
+            return
+        expired = st.latch.expire()
+        if expired is not None:
+            self._attempt_event(st, expired)
+            self._rearm(st)
+            return
+        if st.latch.awaiting_effect():
+            with self._lock:
+                st.effect_wait = min(self.poll_interval, max(
+                    EFFECT_POLL, st.effect_wait * 2))
+                if not self._stopped:     # on a poll tick: no wake more
+                    self._push(st, _Timer.EFFECT, math.ceil(
+                        (self._clock() + st.effect_wait) / self._tick) *
+                        self._tick)
+        else:
+            self._rearm(st)
 
     def _read(self, st: State) -> base.Progress | None:
         """One bounded reading; None (blind) when it failed.
@@ -711,6 +737,8 @@ class TimeoutMonitor:
         action late); post-copy once seen is latched, and drivers refuse
         an abort or a pause in post-copy themselves.
         """
+        if not states:
+            return
         handoffs = []
         for st in states:
             attempt = None

@@ -134,7 +134,8 @@ class Lane:
     has run for at least ``period`` seconds and used less than half of
     that time on its CPU clock (a backend round trip, a hung call).  While
     tasks wait and no thread is idle, threads are added for the blocked
-    ones — at queueing time, and every ``period`` by a supervisor.  Where
+    ones — at queueing time, and every ``period`` by a supervisor while
+    more tasks wait than threads are idle (one thread, woken then).  Where
     a thread has no CPU clock (``time.pthread_getcpuclockid``; green
     threads), a task counts as blocked once it ran ``period``.  So a
     burst of calls that compute (each holds the GIL: more threads only add
@@ -157,14 +158,17 @@ class Lane:
         self.period = period
         self.idle_timeout = idle_timeout
         self.max_threads = max_threads
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)      # idle threads wait
+        self._sup = threading.Condition(lock)       # the supervisor waits
         self._tasks: collections.deque[Callable[[], Any]] = \
             collections.deque()
         #: thread ident -> (its CPU clock, CPU and wall time at task start)
         self._busy: dict[int, tuple[int | None, float, float]] = {}
         self._threads = 0
         self._idle = 0
-        self._supervising = False
+        self._supervising = False       # the supervisor reads, or will
+        self._supervisor = False        # its thread was started
         self._count = itertools.count(1)
 
     def submit_many(self, tasks: list[Callable[[], Any]]) -> None:
@@ -177,11 +181,16 @@ class Lane:
             self._cond.notify(min(len(tasks), self._idle))
             spawn = self._wanted()
             self._threads += spawn
-            supervise = not self._supervising
-            self._supervising = True
+            # the supervisor reads while more tasks wait than threads are
+            # idle (one thread, started once, woken here)
+            start = False
+            if not self._supervising and len(self._tasks) > self._idle:
+                self._supervising = True
+                start, self._supervisor = not self._supervisor, True
+                self._sup.notify()
         for _ in range(spawn):
             self._start(self._run)
-        if supervise:
+        if start:
             self._start(self._supervise, 'supervisor')
 
     def _wanted(self) -> int:
@@ -244,13 +253,17 @@ class Lane:
                     del self._busy[me]
 
     def _supervise(self) -> None:
-        """While tasks wait, add threads for the blocked ones."""
+        """While tasks wait, add threads for the blocked ones (every
+        ``period``); else wait to be woken by :meth:`submit_many`."""
         while True:
+            with self._cond:
+                while not self._supervising:
+                    self._sup.wait()
             time.sleep(self.period)
             with self._cond:
                 if not self._tasks:
                     self._supervising = False
-                    return
+                    continue
                 spawn = self._wanted()
                 self._threads += spawn
             for _ in range(spawn):
@@ -306,13 +319,23 @@ class WatchedPool:
         exceptions are logged.
     :param on_abandon: ``on_abandon(item, error)``, when ``item``'s call
         was abandoned; it must not block.
+    :param elastic: start a thread for a batch that finds none idle (up
+        to ``max_threads``), so no batch waits behind another; threads
+        beyond ``threads`` end after ``idle_timeout`` seconds idle.
     """
 
     def __init__(self, name: str, threads: int,
                  run: Callable[[Any], None],
-                 on_abandon: Callable[[Any, Exception], None]) -> None:
+                 on_abandon: Callable[[Any, Exception], None], *,
+                 elastic: bool = False, idle_timeout: float = 30.0,
+                 max_threads: int = 1024) -> None:
         self.name = name
         self.threads = threads
+        self.elastic = elastic
+        self.idle_timeout = idle_timeout
+        self.max_threads = max_threads
+        self._nthreads = threads        # live, not abandoned
+        self._idle = 0                  # waiting for a batch
         self._run_item = run
         self._on_abandon = on_abandon
         self._lock = threading.Lock()
@@ -344,15 +367,32 @@ class WatchedPool:
                 raise RuntimeError(f'{self.name} is shut down')
             self._batches.append(batch)
             self._work.notify()
+            spawn = (self.elastic and len(self._batches) > self._idle and
+                     self._nthreads < self.max_threads)
+            if spawn:
+                self._nthreads += 1
+        if spawn:
+            self._start(self._worker)
 
-    def shutdown(self) -> None:
-        """Drop the queued batches; wait for the batches being run, a
-        hung call at most until its bound."""
+    def reserve(self, count: int) -> None:
+        """Start threads until ``count`` live (elastic pools), so that a
+        burst of batches later starts none."""
+        with self._lock:
+            want = min(count, self.max_threads) - self._nthreads
+            if want <= 0 or self._closed:
+                return
+            self._nthreads += want
+        for _ in range(want):
+            self._start(self._worker)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Drop the queued batches; with ``wait``, wait for the batches
+        being run, a hung call at most until its bound."""
         with self._lock:
             self._closed = True
             self._batches.clear()
             self._work.notify_all()
-            while self._active:
+            while wait and self._active:
                 self._work.wait()
             self._dog.notify()
 
@@ -382,8 +422,16 @@ class WatchedPool:
         while True:
             with self._lock:
                 while not self._batches and not self._closed:
-                    self._work.wait()
+                    self._idle += 1
+                    woken = self._work.wait(
+                        self.idle_timeout if self.elastic else None)
+                    self._idle -= 1
+                    if not woken and not self._batches and \
+                            self._nthreads > self.threads:
+                        self._nthreads -= 1     # idle too long: not needed
+                        return
                 if not self._batches:
+                    self._nthreads -= 1
                     return                      # shut down
                 slot.batch.extend(self._batches.popleft())
                 self._slots.add(slot)
@@ -402,8 +450,10 @@ class WatchedPool:
                 try:
                     self._run_item(slot.item)
                 except Abandoned:
-                    LOG.warning('%s: a call the watchdog abandoned returned; '
-                                'result dropped', self.name)
+                    LOG.warning('%s: %s of driver %s returned after the '
+                                'watchdog abandoned it (%g s); result '
+                                'dropped', self.name, slot.what,
+                                slot.driver, slot.timeout)
                     return
                 except Exception:
                     LOG.exception('%s task failed', self.name)
@@ -434,16 +484,19 @@ class WatchedPool:
                     slot.abandoned = True
                     self._slots.discard(slot)
                     self._active -= 1
-                    if slot.batch:
+                    rest = bool(slot.batch)
+                    if rest:
                         self._batches.appendleft(list(slot.batch))
                         slot.batch.clear()
                         self._work.notify()
                     abandoned.append((slot.item, exception.DriverCallTimeout(
                         driver=slot.driver, call=slot.what,
                         timeout=f'{slot.timeout:g}')))
-                    if not self._closed:
+                    if not self._closed and (rest or not self.elastic):
                         self._start(self._worker)   # its replacement
-                    elif not self._active:
+                    else:
+                        self._nthreads -= 1     # elastic: submit starts more
+                    if self._closed and not self._active:
                         self._work.notify_all()
                 self._wake_at = wake
             for item, error in abandoned:

@@ -249,6 +249,57 @@ class WatchedPoolTest(testtools.TestCase):
         self.assertEqual(1, len(self.abandoned))
 
 
+class LaneSupervisorTest(testtools.TestCase):
+
+    def test_one_supervisor_thread_however_many_submissions(self):
+        """Submissions an idle thread takes wake no supervisor; those that
+        wait wake the one supervisor thread (never a thread each)."""
+        lane = calls.Lane('test-sup', period=0.01)
+        for _ in range(30):
+            done = threading.Event()
+            lane.submit_many([done.set, lambda: time.sleep(0.02)])
+            self.assertTrue(done.wait(5))
+            time.sleep(0.03)
+        names = [t.name for t in threading.enumerate()
+                 if t.name.startswith('test-sup-supervisor')]
+        self.assertEqual(['test-sup-supervisor'], names)
+
+
+class ElasticWatchedPoolTest(WatchedPoolTest):
+
+    def pool(self, threads=0, **kwargs):
+        pool = super().pool(threads)
+        pool.elastic = True
+        pool.max_threads = getattr(self, 'max_threads', 1024)
+        return pool
+
+    def test_shutdown_finishes_what_runs_and_drops_what_waits(self):
+        # at max_threads, a batch waits for a thread as without elasticity
+        self.max_threads = 1
+        super().test_shutdown_finishes_what_runs_and_drops_what_waits()
+
+    def test_a_batch_never_waits_behind_another(self):
+        pool = self.pool()
+        release = threading.Event()
+        self.addCleanup(release.set)
+        for _ in range(5):
+            pool.submit([lambda: release.wait(10)])    # slow, not hung
+        ran = threading.Event()
+        pool.submit([ran.set])
+        self.assertTrue(ran.wait(2))
+
+    def test_reserved_threads_are_reused(self):
+        pool = self.pool()
+        pool.reserve(4)
+        seen = set()
+        for _ in range(20):
+            done = threading.Event()
+            pool.submit([lambda: (seen.add(threading.get_ident()),
+                                  done.set())])
+            self.assertTrue(done.wait(5))
+        self.assertLessEqual(len(seen), 4)
+
+
 class GreenLaneTest(testtools.TestCase):
 
     def test_lane_runs_under_eventlet_monkey_patching(self):

@@ -693,6 +693,38 @@ class ThreadedTest(MonitorTestCase):
             self.assertFalse(w.done)
             self.assertEqual([], w.attempts)
 
+    def test_a_hung_effect_reading_is_abandoned_and_read_again(self):
+        """The first reading of an accepted abort's effect hangs: the
+        effect pool's watchdog abandons it at driver_call_timeout, the
+        next effect reading sees the end, and the abort stays the one
+        effective attempt."""
+        self.cfg.config(driver_call_timeout=0.2, group='lmcaps')
+        release = threading.Event()
+        self.addCleanup(release.set)
+        hung = []
+
+        class HangsOnce(ScriptedDriver):
+            def _progress(self, migration):
+                name = threading.current_thread().name
+                if self.count('abort') and not hung and \
+                        name.startswith('lmcaps-effect'):
+                    hung.append(name)
+                    release.wait(10)
+                return super()._progress(migration)
+
+        driver = HangsOnce(self.conf, time.monotonic)
+        self.monitor.poll_interval = 30.0   # the effect readings see it
+        watch = self.watch(driver, self.policy(completion_timeout=0.05))
+        outcome = watch.wait(10)
+        self.assertEqual((P.CANCELLED, 'abort'),
+                         (outcome.phase, outcome.action))
+        self.assertEqual(1, driver.count('abort'))
+        self.assertEqual([latch.Result.EFFECTIVE],
+                         [a.result for a in watch.attempts])
+        self.assertTrue(hung)
+        self.assertIn('get_progress did not return within 0.2 s',
+                      self.log.output)
+
     def test_a_burst_settles_its_results_after_every_call_entered(self):
         """Calls with one deadline are entered first; what each returned
         call means (latch, effect, event) is settled after the last one
