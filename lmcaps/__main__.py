@@ -2,6 +2,6 @@
 
 import sys
 
-from lmcaps.cmd.main import main
+from lmcaps.cmd.entry import main
 
 sys.exit(main())

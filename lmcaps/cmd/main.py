@@ -305,6 +305,10 @@ def _main(argv: list[str]) -> int:
         code = 1
     finally:
         application.close()
+    if code == app._SIGINT_EXIT and application.error is None:
+        # cliff returns it silently for a Ctrl-C while it parses options
+        # or loads the command: say it, as after any interrupted command
+        application.error = KeyboardInterrupt()
     if code == app._SIGPIPE_EXIT:
         _silence_stdout()
     err = application.error

@@ -269,6 +269,40 @@ class LaterSignalsTest(test_base.BaseTestCase):
         self.assertEqual(130, proc.returncode, err)
         self.assertEqual('lmcaps: error: interrupted by SIGINT\n', err)
 
+    def test_sigint_while_the_command_line_loads(self):
+        """Ctrl-C while the console script imports cliff and the
+        commands: the one-line error and 130, no traceback."""
+        import importlib
+        import io
+        from unittest import mock
+
+        from lmcaps.cmd import entry
+        err = io.StringIO()
+        with mock.patch.object(importlib, 'import_module',
+                               side_effect=KeyboardInterrupt), \
+                mock.patch.object(sys, 'stderr', err):
+            code = entry.main()
+        self.assertEqual(130, code)
+        self.assertEqual('lmcaps: error: interrupted by SIGINT\n',
+                         err.getvalue())
+
+    def test_sigint_while_options_are_parsed(self):
+        """cliff answers 130 silently for a Ctrl-C before the command
+        runs; lmcaps says why."""
+        import io
+        from unittest import mock
+
+        from lmcaps.cmd import main
+        err = io.StringIO()
+        with mock.patch.object(main.LmcapsApp, 'initialize_app',
+                               side_effect=KeyboardInterrupt), \
+                mock.patch.object(sys, 'stderr', err), \
+                mock.patch.object(sys, 'stdout', io.StringIO()):
+            code = main.main(['report'])
+        self.assertEqual(130, code)
+        self.assertEqual('lmcaps: error: interrupted by SIGINT\n',
+                         err.getvalue())
+
     def test_repeated_sigint(self):
         import signal
         code, err = self._run(signal.SIGINT)

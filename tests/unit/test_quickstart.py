@@ -45,4 +45,4 @@ class QuickStartTest(testtools.TestCase):
         parser = configparser.ConfigParser(interpolation=None)
         parser.read(os.path.join(ROOT, 'setup.cfg'))
         scripts = parser['options.entry_points']['console_scripts']
-        self.assertIn('lmcaps = lmcaps.cmd.main:main', scripts)
+        self.assertIn('lmcaps = lmcaps.cmd.entry:main', scripts)
