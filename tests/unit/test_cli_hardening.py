@@ -286,6 +286,21 @@ class LaterSignalsTest(test_base.BaseTestCase):
         self.assertEqual('lmcaps: error: interrupted by SIGINT\n',
                          err.getvalue())
 
+    def test_sigint_while_the_commands_are_loaded(self):
+        import io
+        from unittest import mock
+
+        from lmcaps.cmd import entry
+        from lmcaps.cmd import main
+        err = io.StringIO()
+        with mock.patch.object(main.LmcapsApp, '__init__',
+                               side_effect=KeyboardInterrupt), \
+                mock.patch.object(sys, 'stderr', err):
+            code = entry.main()
+        self.assertEqual(130, code)
+        self.assertEqual('lmcaps: error: interrupted by SIGINT\n',
+                         err.getvalue())
+
     def test_sigint_while_options_are_parsed(self):
         """cliff answers 130 silently for a Ctrl-C before the command
         runs; lmcaps says why."""
