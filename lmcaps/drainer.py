@@ -332,5 +332,6 @@ class Drainer:
                      f'aborting {len(self.running)} running')
         self.settle_until = self.clock() + lmcaps_migrate.INTERRUPT_SETTLE
         for run in list(self.running.values()):
-            if not self.mon.interrupt(run.watch, why):
-                self._left_running(run, f'interrupted ({why}) in post-copy')
+            refused = self.mon.interrupt(run.watch, why)
+            if refused is not None:
+                self._left_running(run, f'interrupted ({why}) {refused}')

@@ -343,6 +343,11 @@ class InstanceKeyed(_Wrapping):
     def _key(self, instance: str) -> str:
         return self.key if instance == self.name else instance
 
+    def key_of(self, instance: str) -> str:
+        """The ``instance_uuid`` the events of ``instance`` are stored
+        under (the name given maps to its key, anything else to itself)."""
+        return self._key(instance)
+
     def _details(self, event: str, details: str | None) -> str | None:
         if self.label is None or event not in LABELLED:
             return details

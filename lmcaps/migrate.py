@@ -42,9 +42,11 @@ class Interrupted(BaseException):
 
 
 class MigrationContinues(exception.LmcapsException):
-    """Interrupted in post-copy: the migration goes on without us."""
+    """Interrupted where it cannot be aborted (in post-copy, or on a host
+    whose driver cannot abort), or the abort did not take effect: the
+    migration goes on without us."""
 
-    msg_fmt = ('%(instance)s: interrupted (%(why)s) in post-copy: the '
+    msg_fmt = ('%(instance)s: interrupted (%(why)s) %(state)s: the '
                'migration goes on; "lmcaps watch" records its end')
 
 
@@ -182,6 +184,8 @@ def run(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
         watch = mon.watch(driver, migration, pol, instance_uuid=instance_uuid,
                           request_id=request_id, persist=True)
         outcome = follow(mon, watch, on_progress, progress_interval)
+    if isinstance(store, lmcaps_events.InstanceKeyed):
+        instance_uuid = store.key_of(instance_uuid)  # as its events say
     return summarize(spec.instance, instance_uuid, request_id, migration,
                      pol, outcome)
 
@@ -250,11 +254,14 @@ def follow(mon: lmcaps_monitor.TimeoutMonitor, watch: lmcaps_monitor.Watch,
         except (KeyboardInterrupt, Interrupted) as exc:
             why = getattr(exc, 'signal_name', 'SIGINT')
             break
+    refused = mon.interrupt(watch, why)
+    if refused is not None:
+        LOG.warning('interrupted by %s %s: migration %s goes on', why,
+                    refused, watch.migration.id)
+        raise MigrationContinues(instance=watch.migration.spec.instance,
+                                 why=why, state=refused)
     LOG.warning('interrupted by %s: aborting migration %s', why,
                 watch.migration.id)
-    if not mon.interrupt(watch, why):
-        raise MigrationContinues(instance=watch.migration.spec.instance,
-                                 why=why)
     outcome = None
     settle = time.monotonic() + INTERRUPT_SETTLE
     while outcome is None and time.monotonic() < settle:
@@ -266,8 +273,8 @@ def follow(mon: lmcaps_monitor.TimeoutMonitor, watch: lmcaps_monitor.Watch,
                         watch.migration.id)
     if outcome is None:
         raise MigrationContinues(instance=watch.migration.spec.instance,
-                                 why=f'{why}; the abort did not take effect '
-                                     f'within {INTERRUPT_SETTLE:g} s')
+                                 why=why, state=f'and the abort did not take '
+                                 f'effect within {INTERRUPT_SETTLE:g} s')
     return outcome
 
 

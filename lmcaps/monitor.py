@@ -343,24 +343,32 @@ class TimeoutMonitor:
                 self._push(st, _Timer.ACTION, deadline)
         return Watch(st, self.queue)
 
-    def interrupt(self, watch: Watch, reason: str) -> bool:
+    def interrupt(self, watch: Watch, reason: str) -> str | None:
         """Abort now (unless in post-copy), as a recorded action.
 
-        :returns: False when the migration is in post-copy (it goes on).
+        :param reason: what interrupted (``SIGTERM``), for the event.
+        :returns: None when the abort is under way (or the migration has
+            ended); else why the migration goes on, as words that follow
+            "interrupted": ``in post-copy``, or that the driver cannot
+            abort on this host (its declaration's notes).
         """
         st = watch._state
         if st.finished.is_set():
-            return True
+            return None
         if st.seen_postcopy or st.phase is base.Phase.POSTCOPY:
-            return False
+            return 'in post-copy'
+        decl = st.driver.host_declaration()
+        op = latch_mod._OPERATION[ABORT]
+        if not decl.support(op).usable:
+            return (f'and driver {decl.driver} cannot abort here '
+                    f'({decl[op].notes or decl.support(op).value})')
         st.interrupted = reason
         with self._lock:
             st.latch.deadline = None       # act now, whatever the deadline
-            st.latch.steps = [ABORT] if st.driver.host_declaration().support(
-                latch_mod._OPERATION[ABORT]).usable else []
+            st.latch.steps = [ABORT]
             st.latch.next_at = self._clock()
             self._push(st, _Timer.ACTION, self._clock())
-        return True
+        return None
 
     def run_pending(self) -> int:
         """Run the timers due now on the calling thread; returns how many.

@@ -209,18 +209,19 @@ class LaterSignalsTest(test_base.BaseTestCase):
     """After the first SIGTERM/SIGINT, later ones change nothing: the
     abort goes on, the outcome is printed and the exit code is 3."""
 
-    def _run(self, sig: int) -> tuple[int, str]:
+    def _run(self, sig: int, fake: str = '',
+             timeout: str = '60') -> tuple[int, str]:
         import time
         state = self.useFixture(fixtures.TempDir()).path
         conf = os.path.join(state, 'lmcaps.conf')
         with open(conf, 'w') as f:
             f.write(f'[lmcaps]\nstate_path = {state}\ndriver = fake\n'
                     'monitor_poll_interval = 0.05\n'
-                    '[lmcaps_fake]\ndirty_rate_mib = 2000\n')
+                    '[lmcaps_fake]\ndirty_rate_mib = 2000\n' + fake)
         proc = subprocess.Popen(
             [sys.executable, '-m', 'lmcaps', '--config-file', conf,
              'migrate', 'vm1', '--dest', 'other', '--completion-timeout',
-             '60', '--timeout-action', 'abort'],
+             timeout, '--timeout-action', 'abort'],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # started and watched once the first progress line is printed
         first = proc.stderr.readline()
@@ -277,6 +278,7 @@ class LaterSignalsTest(test_base.BaseTestCase):
         from unittest import mock
 
         from lmcaps.cmd import entry
+        self.useFixture(fixtures.MockPatchObject(entry, '_guard_signals'))
         err = io.StringIO()
         with mock.patch.object(importlib, 'import_module',
                                side_effect=KeyboardInterrupt), \
@@ -292,6 +294,7 @@ class LaterSignalsTest(test_base.BaseTestCase):
 
         from lmcaps.cmd import entry
         from lmcaps.cmd import main
+        self.useFixture(fixtures.MockPatchObject(entry, '_guard_signals'))
         err = io.StringIO()
         with mock.patch.object(main.LmcapsApp, '__init__',
                                side_effect=KeyboardInterrupt), \
@@ -317,6 +320,53 @@ class LaterSignalsTest(test_base.BaseTestCase):
         self.assertEqual(130, code)
         self.assertEqual('lmcaps: error: interrupted by SIGINT\n',
                          err.getvalue())
+
+    def _stopped_before_anything_started(self, sig):
+        state = self.useFixture(fixtures.TempDir()).path
+        conf = os.path.join(state, 'lmcaps.conf')
+        with open(conf, 'w') as f:
+            f.write(f'[lmcaps]\nstate_path = {state}\n')
+        proc = subprocess.Popen(
+            [sys.executable, '-c',
+             'import os, signal, sys, time\n'
+             'from lmcaps.cmd import entry\n'
+             'from lmcaps.cmd import report\n'
+             'def stop(*_a, **_k):\n'
+             f'    os.kill(os.getpid(), {int(sig)})\n'
+             '    for _ in range(500):\n'
+             '        time.sleep(0.01)\n'
+             '    raise SystemExit("signal not delivered")\n'
+             'report.Report.take_action = stop\n'
+             'sys.exit(entry.main())\n',
+             '--config-file', conf, 'report'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=state)
+        _out, err = proc.communicate(timeout=60)
+        return proc.returncode, err
+
+    def test_sigterm_before_anything_started(self):
+        import signal
+        code, err = self._stopped_before_anything_started(signal.SIGTERM)
+        self.assertEqual(143, code, err)
+        self.assertEqual('lmcaps: error: interrupted by SIGTERM\n', err)
+
+    def test_sighup_before_anything_started(self):
+        import signal
+        code, err = self._stopped_before_anything_started(signal.SIGHUP)
+        self.assertEqual(129, code, err)
+        self.assertEqual('lmcaps: error: interrupted by SIGHUP\n', err)
+
+    def test_sigterm_where_the_driver_cannot_abort(self):
+        """The abort is declared missing: exit 5 at once, saying why, and
+        no "aborting" line."""
+        import signal
+        code, err = self._run(signal.SIGTERM, fake='abort = missing\n',
+                              timeout='0')
+        self.assertEqual(5, code, err)
+        self.assertIn('vm1: interrupted (SIGTERM) and driver fake cannot '
+                      'abort here', err)
+        self.assertNotIn('aborting', err)
+        self.assertNotIn('post-copy', err)
 
     def test_repeated_sigint(self):
         import signal

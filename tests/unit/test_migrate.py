@@ -1,11 +1,14 @@
 """Tests of one migration end to end (lmcaps.migrate) on the fake driver."""
 
+import time
+
 import ddt
 
 from lmcaps import events
 from lmcaps import exception
 from lmcaps import migrate
 from lmcaps import registry
+from lmcaps import validation
 from lmcaps.drivers import base
 from lmcaps.drivers import fake
 from tests.unit import base as test_base
@@ -94,6 +97,38 @@ class RunTest(test_base.ConfTestCase):
         self.assertEqual(base.Phase.CANCELLED,
                          self.driver.get_progress(seen[0]).phase)
         self.assertIn(events.OUTCOME, self.names())
+
+    def test_interrupted_where_abort_is_missing_goes_on_at_once(self):
+        """A driver that cannot abort: the interruption says so at once
+        (not after the settle time, not "in post-copy"), and no attempt is
+        made."""
+        self.stuck()
+        self.cfg.config(abort='missing', group='lmcaps_fake')
+
+        def interrupt(migration, progress, left):
+            raise migrate.Interrupted('SIGTERM')
+
+        begin = time.monotonic()
+        err = self.assertRaises(
+            migrate.MigrationContinues, self.run_one,
+            {'completion_timeout': 0}, on_progress=interrupt)
+        self.assertLess(time.monotonic() - begin, 10)
+        self.assertIn('inst-1: interrupted (SIGTERM) and driver fake cannot '
+                      'abort here', str(err))
+        self.assertNotIn('post-copy', str(err))
+        self.assertNotIn(events.TIMEOUT_ACTION, self.names())
+
+    def test_summary_names_the_key_its_events_are_under(self):
+        store = events.InstanceKeyed(self.store, 'inst-1')
+        summary = migrate.run(self.conf, self.driver,
+                              base.MigrationSpec('inst-1', 'dest'),
+                              {'completion_timeout': 60}, store,
+                              progress_interval=0.05)
+        key = validation.instance_key('inst-1')
+        self.assertEqual(key, summary.instance_uuid)
+        self.assertEqual(key, summary.as_dict()['instance_uuid'])
+        self.assertIn(events.OUTCOME,
+                      [e.event for e in self.store.list_events(key)])
 
 
 class ResumeTest(test_base.ConfTestCase):
