@@ -95,8 +95,13 @@ def _describe(error: jsonschema.ValidationError,
         return (f'{path}: {_short(error.instance)} is not allowed; allowed '
                 f"values: {', '.join(error.validator_value)}")
     if v == 'type':
-        return (f'{path}: must be of type {error.validator_value}, got '
-                f'{type(error.instance).__name__} {_short(error.instance)}')
+        sub = error.schema
+        bounds = (f" from {sub.get('minimum', '-inf')} to "
+                  f"{sub.get('maximum', 'inf')}" if 'minimum' in sub or
+                  'maximum' in sub else '')
+        return (f'{path}: must be of type {error.validator_value}{bounds}, '
+                f'got {type(error.instance).__name__} '
+                f'{_short(error.instance)}')
     if v in ('minimum', 'maximum'):
         sub = error.schema
         return (f'{path}: {_short(error.instance)} is out of range; allowed: '
@@ -134,6 +139,11 @@ def validate(body: object, schema: Mapping[str, Any] | None = None,
         raise exception.InvalidRequest(
             reason=f'the request could not be read: {exc}') from exc
     if errors:
+        # one sentence a field: a wrong type (inf, nan) says the range too
+        typed = {tuple(e.absolute_path) for e in errors
+                 if e.validator == 'type'}
+        errors = [e for e in errors if e.validator == 'type' or
+                  tuple(e.absolute_path) not in typed]
         raise exception.InvalidRequest(
             reason='; '.join(_describe(e, schema) for e in errors))
     result = dict(body)

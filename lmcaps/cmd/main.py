@@ -138,10 +138,35 @@ def check_values(conf: cfg.ConfigOpts, group: str,
             match = _VALUE_ERROR_RE.match(str(exc))
             if not match:
                 raise
+            allowed = _allowed(opt)
             raise cfg.ConfigFileValueError(
                 f'bad value for [{group}] {opt.dest} in '
                 f'{validation.escape(match["file"][:200])}: '
-                f'{validation.escape(match["why"][:300])}') from exc
+                f'{validation.escape(match["why"][:300])}'
+                + (f'; allowed: {allowed}' if allowed else '')) from exc
+
+
+def _allowed(opt: cfg.Opt) -> str:
+    """What ``opt`` takes, in words ('' where its type says nothing)."""
+    from oslo_config import types
+    kind = opt.type
+    if isinstance(kind, types.Boolean):
+        return 'true or false (also yes/no, on/off, 1/0)'
+    if isinstance(kind, (types.Integer, types.Float)):
+        what = ('an integer' if isinstance(kind, types.Integer)
+                else 'a finite number')
+        low, high = kind.min, kind.max
+        if low is not None and high is not None:
+            return f'{what} from {low:g} to {high:g}'
+        if low is not None:
+            return f'{what} >= {low:g}'
+        if high is not None:
+            return f'{what} <= {high:g}'
+        return what
+    choices = getattr(kind, 'choices', None)
+    if choices:
+        return ', '.join(str(c) for c in choices)
+    return ''
 
 
 def conf_of(app: Any) -> cfg.ConfigOpts:

@@ -194,6 +194,9 @@ class Migrate(show.ShowOne):
 
         conf = cli_main.conf_of(self.app)
         validation.name(parsed_args.instance, 'DOMAIN')
+        validation.name(parsed_args.dest, '--dest')
+        if parsed_args.migrate_uri:
+            validation.name(parsed_args.migrate_uri, '--migrate-uri')
         if parsed_args.request_id is not None:
             validation.request_id(parsed_args.request_id)
         body = check_cmd.request_body(parsed_args)

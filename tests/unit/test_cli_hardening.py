@@ -64,6 +64,20 @@ class BadInputTest(test_cli.CLITestCase):
         code, _out, err = self.lmcaps('events', name)
         self.assertClean(code, err, 'Invalid INSTANCE')
 
+    @ddt.data(('tab', '--dest', 'a\tb'), ('escape', '--dest', 'x\x1b[31mRED'),
+              ('long', '--dest', 'x' * 256),
+              ('uri_nul', '--migrate-uri', 'tcp://h\x00'))
+    @ddt.unpack
+    def test_invalid_destinations(self, _label: str, option: str,
+                                  value: str) -> None:
+        argv = ['migrate', 'dom', '--driver', 'fake', '--dest', 'dst']
+        if option == '--dest':
+            argv[-1] = value
+        else:
+            argv += [option, value]
+        code, _out, err = self.lmcaps(*argv)
+        self.assertClean(code, err, f'Invalid {option}')
+
     def test_long_name_is_recorded_under_its_uuid_with_the_name(self) -> None:
         code, _out, err = self.lmcaps('check', '--driver', 'fake',
                                       '--instance', LONG_NAME,
@@ -143,7 +157,13 @@ class ConfigFileTest(test_cli.CLITestCase):
          'enabled_checks is empty'),
         ('nan', '[lmcaps]\nmonitor_poll_interval = nan\n', 'finite'),
         ('inf', '[lmcaps]\ndriver_call_timeout = inf\n',
-         'driver_call_timeout'),
+         'allowed: a finite number from 0.1 to 3600'),
+        ('int_nan', '[lmcaps]\ncompletion_timeout_per_gib = nan\n',
+         'allowed: an integer >= 0'),
+        ('bool', '[lmcaps]\npermit_post_copy = maybe\n',
+         'allowed: true or false'),
+        ('choice', '[lmcaps_fake]\nabort = sometimes\n',
+         'allowed: complete, partial, missing, unknown'),
         ('section', '[lmcaps_fakee]\nabort = complete\n',
          'unknown section [lmcaps_fakee]'),
         ('host', '[lmcaps]\nhost = ' + 'h' * 300 + '\n', '[lmcaps] host'),

@@ -53,6 +53,14 @@ class ValidateTest(testtools.TestCase):
             self.assertIn(frag, str(err))
         self.assertNotIn('\n', str(err))
 
+    @ddt.data(float('nan'), float('inf'), float('-inf'), 1.5, 'soon')
+    def test_a_wrong_type_is_one_sentence_with_the_range(self, value):
+        err = self.assertRaises(exception.InvalidRequest, request.validate,
+                                {'completion_timeout': value})
+        self.assertEqual(1, str(err).count('completion_timeout'), str(err))
+        self.assertIn('must be of type integer from 0 to 2147483647',
+                      str(err))
+
     def test_every_error_reported(self):
         err = self.assertRaises(
             exception.InvalidRequest, request.validate,
