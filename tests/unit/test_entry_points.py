@@ -18,7 +18,6 @@ from oslo_config import generator
 from oslotest import base as test_base
 
 from lmcaps.checks import base as checks_base
-from lmcaps.cmd import main as cli_main
 from lmcaps.drivers import base as drivers_base
 
 DIST = 'lmcaps'
@@ -107,7 +106,8 @@ def _script(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
         test.assertIs(nova_cmd.main, obj)
         return
     test.assertEqual(DIST, ep.name)
-    test.assertIs(cli_main.main, obj)
+    from lmcaps.cmd import entry
+    test.assertIs(entry.main, obj)      # it loads and runs lmcaps.cmd.main
 
 
 def _nova_validators(test: test_base.BaseTestCase, ep: metadata.EntryPoint,
