@@ -262,67 +262,39 @@ class LaterSignalsTest(test_base.BaseTestCase):
         self.assertIn('aborted (interrupted by SIGTERM)', err)
 
     def test_sigint_before_anything_started(self):
-        state = self.useFixture(fixtures.TempDir()).path
-        conf = os.path.join(state, 'lmcaps.conf')
-        with open(conf, 'w') as f:
-            f.write(f'[lmcaps]\nstate_path = {state}\n')
-        proc = subprocess.Popen(
-            [sys.executable, '-c',
-             'import os, signal, sys, time\n'
-             # as from a terminal: a shell's background job inherits
-             # SIGINT ignored, and Python then keeps it ignored
-             'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
-             'from lmcaps.cmd import main\n'
-             'from lmcaps.cmd import report\n'
-             'def stop(*_a, **_k):\n'
-             '    os.kill(os.getpid(), signal.SIGINT)\n'
-             # Python runs the handler at a later check of the main
-             # thread: wait for it here, as a command waiting on I/O would
-             '    for _ in range(500):\n'
-             '        time.sleep(0.01)\n'
-             '    raise SystemExit("SIGINT not delivered")\n'
-             'report.Report.take_action = stop\n'
-             'sys.exit(main.main(sys.argv[1:]))\n',
-             '--config-file', conf, 'report'],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=state)
-        _out, err = proc.communicate(timeout=60)
-        self.assertEqual(130, proc.returncode, err)
+        import signal
+        code, err = self._stopped_before_anything_started(signal.SIGINT)
+        self.assertEqual(130, code, err)
         self.assertEqual('lmcaps: error: interrupted by SIGINT\n', err)
+
+    def _entry_interrupted_in(self, target, attribute):
+        """Run the console script with ``target.attribute`` raising
+        KeyboardInterrupt; returns (exit code, stderr)."""
+        import io
+        from unittest import mock
+
+        from lmcaps.cmd import entry
+        self.useFixture(fixtures.MockPatchObject(entry, '_guard_signals'))
+        err = io.StringIO()
+        with mock.patch.object(target, attribute,
+                               side_effect=KeyboardInterrupt), \
+                mock.patch.object(sys, 'stderr', err):
+            code = entry.main()
+        return code, err.getvalue()
 
     def test_sigint_while_the_command_line_loads(self):
         """Ctrl-C while the console script imports cliff and the
         commands: the one-line error and 130, no traceback."""
         import importlib
-        import io
-        from unittest import mock
-
-        from lmcaps.cmd import entry
-        self.useFixture(fixtures.MockPatchObject(entry, '_guard_signals'))
-        err = io.StringIO()
-        with mock.patch.object(importlib, 'import_module',
-                               side_effect=KeyboardInterrupt), \
-                mock.patch.object(sys, 'stderr', err):
-            code = entry.main()
+        code, err = self._entry_interrupted_in(importlib, 'import_module')
         self.assertEqual(130, code)
-        self.assertEqual('lmcaps: error: interrupted by SIGINT\n',
-                         err.getvalue())
+        self.assertEqual('lmcaps: error: interrupted by SIGINT\n', err)
 
     def test_sigint_while_the_commands_are_loaded(self):
-        import io
-        from unittest import mock
-
-        from lmcaps.cmd import entry
         from lmcaps.cmd import main
-        self.useFixture(fixtures.MockPatchObject(entry, '_guard_signals'))
-        err = io.StringIO()
-        with mock.patch.object(main.LmcapsApp, '__init__',
-                               side_effect=KeyboardInterrupt), \
-                mock.patch.object(sys, 'stderr', err):
-            code = entry.main()
+        code, err = self._entry_interrupted_in(main.LmcapsApp, '__init__')
         self.assertEqual(130, code)
-        self.assertEqual('lmcaps: error: interrupted by SIGINT\n',
-                         err.getvalue())
+        self.assertEqual('lmcaps: error: interrupted by SIGINT\n', err)
 
     def test_sigint_while_options_are_parsed(self):
         """cliff answers 130 silently for a Ctrl-C before the command
@@ -349,10 +321,15 @@ class LaterSignalsTest(test_base.BaseTestCase):
         proc = subprocess.Popen(
             [sys.executable, '-c',
              'import os, signal, sys, time\n'
+             # as from a terminal: a shell's background job inherits
+             # SIGINT ignored, and Python then keeps it ignored
+             'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
              'from lmcaps.cmd import entry\n'
              'from lmcaps.cmd import report\n'
              'def stop(*_a, **_k):\n'
              f'    os.kill(os.getpid(), {int(sig)})\n'
+             # Python runs the handler at a later check of the main
+             # thread: wait for it here, as a command waiting on I/O would
              '    for _ in range(500):\n'
              '        time.sleep(0.01)\n'
              '    raise SystemExit("signal not delivered")\n'
