@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 from collections.abc import Iterable
 
@@ -54,6 +55,14 @@ class Events(lister.Lister):
         if parsed_args.request_id:
             records = [r for r in records
                        if r.request_id == parsed_args.request_id]
+        if not records:
+            # an empty table prints nothing: say so on stderr (stdout stays
+            # the empty list for -f json/csv), exit code 0
+            which = (f' with request id {parsed_args.request_id}'
+                     if parsed_args.request_id else '')
+            named = f' ({key})' if key != instance else ''
+            sys.stderr.write(f'lmcaps: no events recorded for '
+                             f'{instance}{named}{which}\n')
         columns = COLUMNS + (('Traceback',) if parsed_args.long else ())
         rows = []
         for r in records:

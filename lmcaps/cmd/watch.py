@@ -49,12 +49,14 @@ class Watch(lister.Lister):
             self.app.stderr.write(text + '\n')
 
         from lmcaps import monitor as lmcaps_monitor
+        gone: list[str] = []
         try:
             with migrate_cmd.signals_interrupt(), \
                     lmcaps_monitor.settled_heap():
                 summaries = lmcaps_migrate.resume(
                     conf, driver, store, on_line=line,
-                    on_progress=migrate_cmd.ProgressView(sys.stderr))
+                    on_progress=migrate_cmd.ProgressView(sys.stderr),
+                    gone=gone)
         except lmcaps_migrate.MigrationContinues as exc:
             line(exc.message)
             self.exit_code = lmcaps_migrate.EXIT_CONTINUES
@@ -65,7 +67,7 @@ class Watch(lister.Lister):
         for summary in summaries:
             self.exit_code = max(self.exit_code, lmcaps_migrate.EXIT_CODES.get(
                 summary.outcome, 4))
-        if not summaries:
+        if not summaries and not gone:
             line('lmcaps: no running migration to watch on this host')
         return COLUMNS, [(s.instance, s.outcome, s.action or '-', s.guest_on,
                           f'{s.elapsed:.1f}') for s in summaries]

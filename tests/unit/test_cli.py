@@ -20,6 +20,7 @@ from lmcaps import checks
 from lmcaps import drivers
 from lmcaps import events
 from lmcaps import report
+from lmcaps import validation
 from lmcaps.cmd import main as cli_main
 from tests.unit import test_report
 
@@ -209,6 +210,70 @@ class CheckAndEventsTest(CLITestCase):
         rows = self.json_out('events', INSTANCE, '--request-id', 'req-b')
         self.assertEqual(['req-b'], [r['Request ID'] for r in rows])
         self.assertEqual([], self.json_out('events', str(uuid.uuid4())))
+
+    def test_events_none_recorded_is_said_on_stderr(self) -> None:
+        other = str(uuid.uuid4())
+        code, out, err = self.lmcaps('events', other, '-f', 'json')
+        self.assertEqual((0, []), (code, json.loads(out)))
+        self.assertEqual(f'lmcaps: no events recorded for {other}\n', err)
+        # a name is looked up under its key, which the line shows
+        code, out, err = self.lmcaps('events', 'no-such-vm')
+        self.assertEqual((0, ''), (code, out.strip()))  # cliff's empty table
+        self.assertEqual('lmcaps: no events recorded for no-such-vm (%s)\n'
+                         % validation.instance_key('no-such-vm'), err)
+        self.assertEqual(0, self.lmcaps('check', '--instance', INSTANCE,
+                                        '--request-id', 'req-a')[0])
+        code, out, err = self.lmcaps('events', INSTANCE, '--request-id',
+                                     'req-z', '-f', 'json')
+        self.assertEqual((0, []), (code, json.loads(out)))
+        self.assertEqual(f'lmcaps: no events recorded for {INSTANCE} with '
+                         'request id req-z\n', err)
+        # events found: nothing on stderr
+        code, out, err = self.lmcaps('events', INSTANCE, '-f', 'json')
+        self.assertEqual((0, ''), (code, err))
+
+
+class WatchTest(CLITestCase):
+    def test_nothing_open(self) -> None:
+        code, _out, err = self.lmcaps('watch')
+        self.assertEqual((0, 'lmcaps: no running migration to watch on this '
+                             'host\n'), (code, err))
+
+    def test_gone_migration_is_said_once(self) -> None:
+        """A killed ``migrate``'s migration the backend no longer has: its
+        line, not also "no running migration"."""
+        from oslo_config import cfg
+
+        from lmcaps import conf as lmcaps_conf
+        from lmcaps import events_sql
+        from lmcaps import monitor
+        from lmcaps import policy
+        from lmcaps.drivers import base
+        from lmcaps.drivers import fake
+        conf = cfg.ConfigOpts()
+        lmcaps_conf.register_opts(conf)
+        conf(['--config-file', self.config], project='lmcaps')
+        driver = fake.FakeDriver(conf)
+        migration = driver.start_migration(base.MigrationSpec('vm-9', 'dst'))
+        pol = policy.resolve(conf, 2.0, [('request', {
+            'completion_timeout': 60})],
+            declaration=driver.host_declaration())
+        store = events_sql.SQLEventStore.from_conf(conf)
+        self.addCleanup(store.close)
+        key = validation.instance_key('vm-9')
+        monitor.TimeoutMonitor(store, host='cli-host').watch(
+            driver, migration, pol, instance_uuid=key, request_id='req-9',
+            persist=True)
+        self.addCleanup(fake._worlds.clear)
+        fake._worlds.clear()                    # that process's world died
+        code, _out, err = self.lmcaps('watch')
+        self.assertEqual(0, code, err)
+        [said] = err.splitlines()
+        self.assertTrue(said.startswith('vm-9: '), said)
+        self.assertIn('no longer exists on the backend', said)
+        rows = self.json_out('events', 'vm-9')
+        self.assertEqual(events.ERROR, rows[-1]['Result'])
+        self.assertEqual(events.OUTCOME, rows[-1]['Event'])
 
 
 @ddt.ddt

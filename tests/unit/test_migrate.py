@@ -177,10 +177,15 @@ class ResumeTest(test_base.ConfTestCase):
     def test_gone_migration_gets_an_outcome_event(self):
         migration, _dead = self.orphan(timeout=60)
         fake._worlds.clear()                    # the backend lost it
-        lines = []
+        lines, gone = [], []
         self.assertEqual([], migrate.resume(self.conf, fake.FakeDriver(
-            self.conf), self.store, on_line=lines.append))
+            self.conf), self.store, on_line=lines.append, gone=gone))
         self.assertIn('no longer exists on the backend', lines[0])
+        self.assertEqual(['inst-9'], gone)
+        # recorded: a later resume finds nothing open
+        self.assertEqual([], migrate.resume(self.conf, fake.FakeDriver(
+            self.conf), self.store, gone=gone))
+        self.assertEqual(['inst-9'], gone)
         [outcome] = [e for e in self.store.list_events('inst-9')
                      if e.event == events.OUTCOME]
         self.assertEqual(events.ERROR, outcome.result)
