@@ -180,7 +180,9 @@ class Migrate(show.ShowOne):
         parser.add_argument('--block-migration', action='store_true',
                             help='Copy local disks too.')
         check_cmd.add_request_arguments(parser)
-        parser.add_argument('--request-id', metavar='ID')
+        parser.add_argument('--request-id', metavar='ID',
+                            help='Request id to record the events under; '
+                                 'default: a new req-<uuid>.')
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
@@ -201,6 +203,10 @@ class Migrate(show.ShowOne):
             validation.request_id(parsed_args.request_id)
         body = check_cmd.request_body(parsed_args)
         driver = cli_main.load_driver(conf, parsed_args.driver)
+        from lmcaps import drain as lmcaps_drain
+        # like drain: the source host (its names, its connection URI) is no
+        # destination; nothing is connected yet
+        lmcaps_drain.check_destinations(conf, driver, [parsed_args.dest])
         options = {}
         if parsed_args.migrate_uri:
             options['migrate_uri'] = parsed_args.migrate_uri

@@ -78,6 +78,14 @@ class BadInputTest(test_cli.CLITestCase):
         code, _out, err = self.lmcaps(*argv)
         self.assertClean(code, err, f'Invalid {option}')
 
+    def test_source_host_as_destination(self) -> None:
+        # CLITestCase's [lmcaps] host is cli-host; drain refuses it the same
+        code, _out, err = self.lmcaps('migrate', 'dom', '--driver', 'fake',
+                                      '--dest', 'cli-host')
+        self.assertClean(code, err, 'Invalid --dest')
+        self.assertIn('a host other than the source (cli-host)', err)
+        self.assertEqual('\n', self.lmcaps('events', 'dom')[1])
+
     def test_long_name_is_recorded_under_its_uuid_with_the_name(self) -> None:
         code, _out, err = self.lmcaps('check', '--driver', 'fake',
                                       '--instance', LONG_NAME,
