@@ -82,7 +82,7 @@ class Check(lister.Lister):
         return ''
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
+        parser = cli_main.one_line_usage(super().get_parser(prog_name))
         parser.add_argument('--driver', metavar='NAME',
                             help='Driver to check against; default: '
                                  '[lmcaps] driver.')

@@ -33,7 +33,7 @@ class Conformance(lister.Lister):
         return ''  # cliff's default scans every installed distribution
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
+        parser = cli_main.one_line_usage(super().get_parser(prog_name))
         parser.add_argument('driver', metavar='DRIVER',
                             help='Entry-point name of the driver to test.')
         parser.add_argument(

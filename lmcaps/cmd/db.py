@@ -22,6 +22,9 @@ class Upgrade(show.ShowOne):
     def get_epilog(self) -> str:
         return ''
 
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        return cli_main.one_line_usage(super().get_parser(prog_name))
+
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         from lmcaps import events_sql
@@ -41,6 +44,9 @@ class Version(show.ShowOne):
 
     def get_epilog(self) -> str:
         return ''
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        return cli_main.one_line_usage(super().get_parser(prog_name))
 
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:

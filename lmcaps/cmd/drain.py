@@ -148,7 +148,7 @@ class Drain(command.Command):
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         from lmcaps.cmd import check as check_cmd
-        parser = super().get_parser(prog_name)
+        parser = cli_main.one_line_usage(super().get_parser(prog_name))
         parser.add_argument('--dest', action='append', default=[],
                             metavar='URI', help='Destination (repeatable), '
                             'e.g. qemu+tcp://host2/system.')

@@ -22,7 +22,7 @@ class Events(lister.Lister):
         return ''
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
+        parser = cli_main.one_line_usage(super().get_parser(prog_name))
         parser.add_argument('instance', metavar='INSTANCE',
                             help='Instance UUID, or the name the events '
                                  'were recorded with (a domain name).')

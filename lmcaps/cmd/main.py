@@ -169,6 +169,30 @@ def _allowed(opt: cfg.Opt) -> str:
     return ''
 
 
+def one_line_usage(parser: argparse.ArgumentParser, hint: str | None = None
+                   ) -> argparse.ArgumentParser:
+    """Make ``parser``'s usage errors one line: ``lmcaps: error: ...``.
+
+    argparse prints the whole usage before its message (a missing
+    ``--dest``, ``-f xml``, ``--bandwidth 0``); lmcaps's user errors are one
+    line naming the argument and what is allowed, exit code 2, with the
+    usage left to ``--help``.
+
+    :param hint: where the usage is; default ``lmcaps help COMMAND``, for
+        a command's parser (``prog`` ``lmcaps COMMAND``).
+    :returns: ``parser``.
+    """
+    see = hint or f'lmcaps help {parser.prog.removeprefix("lmcaps ")}'
+
+    def error(message: str) -> Any:
+        text = validation.escape(' '.join(message.split()))
+        if len(text) > ERROR_LINE_MAX:
+            text = text[:ERROR_LINE_MAX] + '...'
+        parser.exit(2, f'lmcaps: error: {text} (see: {see})\n')
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
 def conf_of(app: Any) -> cfg.ConfigOpts:
     """The private conf of the running ``lmcaps`` application."""
     conf: cfg.ConfigOpts = app.conf
@@ -209,8 +233,8 @@ class LmcapsApp(app.App):
                             version: str | None,
                             argparse_kwargs: dict[str, Any] | None = None
                             ) -> argparse.ArgumentParser:
-        parser = super().build_option_parser(description, version,
-                                             argparse_kwargs)
+        parser = one_line_usage(super().build_option_parser(
+            description, version, argparse_kwargs), hint='lmcaps --help')
         parser.add_argument(
             '--config-file', action='append', dest='config_files',
             default=[], metavar='PATH',

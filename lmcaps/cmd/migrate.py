@@ -162,7 +162,7 @@ class Migrate(show.ShowOne):
         return ''
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
+        parser = cli_main.one_line_usage(super().get_parser(prog_name))
         parser.add_argument('instance', metavar='DOMAIN',
                             help='Guest to migrate (libvirt domain name or '
                                  'UUID).')

@@ -23,7 +23,7 @@ class Report(lister.Lister):
         return ''  # cliff's default scans every installed distribution
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
+        parser = cli_main.one_line_usage(super().get_parser(prog_name))
         parser.add_argument(
             '--driver', action='append', dest='drivers', default=[],
             metavar='NAME',

@@ -30,7 +30,7 @@ class Watch(lister.Lister):
         return ''
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
+        parser = cli_main.one_line_usage(super().get_parser(prog_name))
         parser.add_argument('--driver', metavar='NAME',
                             help='Driver; default: [lmcaps] driver.')
         return parser

@@ -78,6 +78,33 @@ class BadInputTest(test_cli.CLITestCase):
         code, _out, err = self.lmcaps(*argv)
         self.assertClean(code, err, f'Invalid {option}')
 
+    @ddt.data((('migrate', 'vm1'), 'required: --dest', 'lmcaps help migrate'),
+              (('report', '-f', 'xml'), "invalid choice: 'xml'",
+               'lmcaps help report'),
+              (('migrate', 'vm1', '--dest', 'd', '--bandwidth', '0'),
+               'an integer from 1 to', 'lmcaps help migrate'),
+              (('db', 'upgrade', '--bogus'), 'unrecognized arguments',
+               'lmcaps help db upgrade'),
+              (('events', 'x', '--long', '--request-id'),
+               'argument --request-id: expected one argument',
+               'lmcaps help events'),
+              (('report', '-f', 'x\x1b[31m'), 'x\\x1b[31m',
+               'lmcaps help report'),
+              (('--log-file',), 'argument --log-file', 'lmcaps --help'))
+    @ddt.unpack
+    def test_usage_errors_are_one_line(self, argv: tuple[str, ...],
+                                       fragment: str, hint: str) -> None:
+        # argparse would print the whole usage first
+        code, out, err = self.lmcaps(*argv)
+        self.assertClean(code, err, fragment)
+        self.assertTrue(err.endswith(f' (see: {hint})\n'), err)
+        self.assertEqual('', out)
+
+    def test_help_still_shows_the_usage(self) -> None:
+        code, out, _err = self.lmcaps('help', 'migrate')
+        self.assertEqual(0, code)
+        self.assertTrue(out.startswith('usage: lmcaps migrate '), out[:200])
+
     def test_source_host_as_destination(self) -> None:
         # CLITestCase's [lmcaps] host is cli-host; drain refuses it the same
         code, _out, err = self.lmcaps('migrate', 'dom', '--driver', 'fake',
