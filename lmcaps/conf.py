@@ -172,7 +172,9 @@ def check_config_file(path: str) -> None:
     """Refuse a configuration file that is not a small regular text file.
 
     Checked before oslo.config reads it: a directory, a device such as
-    ``/dev/zero``, a FIFO, a binary file or one over MAX_CONFIG_BYTES.
+    ``/dev/zero``, a FIFO, a binary file or one over MAX_CONFIG_BYTES, a
+    UTF-8 byte order mark, an option before the first ``[section]`` line
+    (oslo.config's own messages for those two name neither).
 
     :raises: InvalidConfig naming the file (escaped and truncated).
     """
@@ -205,9 +207,21 @@ def check_config_file(path: str) -> None:
     if b'\0' in data:
         raise bad('is not a text file (it holds NUL bytes)')
     try:
-        data.decode('utf-8')
+        text = data.decode('utf-8')
     except UnicodeDecodeError as exc:
         raise bad(f'is not UTF-8 text (byte {exc.start})') from exc
+    if text.startswith('\ufeff'):
+        # oslo.config reads the mark as part of the first line
+        raise bad('starts with a byte order mark (BOM): save it as UTF-8 '
+                  'without one')
+    for number, line in enumerate(text.splitlines(), 1):
+        first = line.strip()
+        if not first or first[0] in '#;':
+            continue
+        if not first.startswith('['):
+            raise bad(f'(line {number}) sets an option before any section; '
+                      'allowed: a [section] line first, e.g. [lmcaps]')
+        break
 
 
 def known_groups(conf: cfg.ConfigOpts) -> dict[str, list[cfg.Opt]]:

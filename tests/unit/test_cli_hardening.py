@@ -177,6 +177,31 @@ class ConfigFileTest(test_cli.CLITestCase):
             f.write('# ' + 'x' * (2 << 20) + '\n')
         self.assertRefused(path, 'larger than')
 
+    def test_byte_order_mark(self) -> None:
+        path = os.path.join(self.dir, 'bom.conf')
+        with open(path, 'w', encoding='utf-8-sig') as f:
+            f.write('[lmcaps]\ndriver = fake\n')
+        self.assertRefused(path, 'starts with a byte order mark (BOM)')
+
+    @ddt.data(('first_line', 'driver = fake\n[lmcaps]\n', 1),
+              ('after_comments', '# lmcaps\n\n; x\nhost = h\n', 4))
+    @ddt.unpack
+    def test_option_before_any_section(self, _label: str, text: str,
+                                       line: int) -> None:
+        path = os.path.join(self.dir, 'nosection.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        self.assertRefused(path, f'(line {line}) sets an option before any '
+                                 'section; allowed: a [section] line first')
+
+    def test_comments_before_the_first_section(self) -> None:
+        path = os.path.join(self.dir, 'commented.conf')
+        with open(path, 'w') as f:
+            f.write(f'# lmcaps\n\n; other\n[lmcaps]\ndriver = fake\n'
+                    f'state_path = {self.dir}\n')
+        code, err = self.run_with(path)
+        self.assertEqual(0, code, err)
+
     def write(self, text: str) -> str:
         path = os.path.join(self.dir, 'c.conf')
         with open(path, 'w') as f:
