@@ -65,8 +65,8 @@ def select(guests: Sequence[base.GuestInfo],
            selection: Selection) -> list[base.GuestInfo]:
     """The guests ``selection`` picks, in listing order.
 
-    :raises: InvalidInput for a ``--name`` or ``--uuid`` that matches no
-        guest of the host (bad input: nothing is started).
+    :raises: InvalidInput for a ``--name``, ``--uuid`` or ``--label``
+        that matches no guest of the host (bad input: nothing is started).
     """
     uuids = {u.lower() for u in selection.uuids}
     for pattern in selection.names:
@@ -80,6 +80,11 @@ def select(guests: Sequence[base.GuestInfo],
             raise exception.InvalidInput(
                 what='--uuid', value=validation.echo(given),
                 allowed='the UUID of a guest of this host')
+    for key, value in selection.labels.items():
+        if not any(g.labels.get(key) == value for g in guests):
+            raise exception.InvalidInput(
+                what='--label', value=validation.echo(f'{key}={value}'),
+                allowed='KEY=VALUE, a label of a guest of this host')
     picked = []
     for g in guests:
         if (selection.names or uuids) and not (

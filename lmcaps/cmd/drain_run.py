@@ -107,7 +107,13 @@ def run(conf: cfg.ConfigOpts, args: argparse.Namespace, out: TextIO,
             return _resume(conf, driver, store, args, out, display)
         dests = lmcaps_drain.check_destinations(conf, driver, options.dests)
         options = dataclasses.replace(options, dests=tuple(dests))
-        guests = lmcaps_drain.select(driver.list_guests(), selection)
+        listed = driver.list_guests()
+        guests = lmcaps_drain.select(listed, selection)
+        if listed and not guests:
+            # each selector matched some guest, together none
+            display.line(f'lmcaps: warning: --name/--uuid/--label together '
+                         f'select none of the {len(listed)} guests of this '
+                         f'host')
         for rule in drainpolicy.unmatched(rules, guests):
             display.line(f'lmcaps: warning: {rule.source} matches none of '
                          f'the {len(guests)} selected guests')

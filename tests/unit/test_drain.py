@@ -52,11 +52,18 @@ class SelectionTest(test_base.ConfTestCase):
         self.assertEqual(expected, [g.name for g in picked])
 
     @ddt.data({'names': ('nope',)},
-              {'uuids': ('99999999-2222-3333-4444-555555555555',)})
+              {'uuids': ('99999999-2222-3333-4444-555555555555',)},
+              {'labels': {'tier': ''}}, {'labels': {'tier': 'cache'}},
+              {'labels': {'tier': 'web', 'zone': 'a'}})
     def test_unknown_guest_is_bad_input(self, kwargs):
         exc = self.assertRaises(exception.InvalidInput, drain.select,
                                 self.GUESTS, drain.Selection(**kwargs))
         self.assertIn('guest of this host', exc.message)
+
+    def test_labels_each_found_but_not_together_select_none(self):
+        # each label is some guest's, so no error: the selection is empty
+        self.assertEqual([], drain.select(self.GUESTS, drain.Selection(
+            names=('web-*',), labels={'tier': 'db'})))
 
     def test_fake_lists_only_guests_on_the_source(self):
         driver = fake.FakeDriver(self.conf)
@@ -564,8 +571,21 @@ class DrainCLITest(test_cli.CLITestCase):
         self.assertEqual(0, code, err)
         self.assertIn('warning: policy rule 0 matches none', err)
 
+    def test_warning_for_a_selection_that_picks_none(self):
+        fake.world(self.world).add_guest('cache-1', 512, {'tier': 'cache'})
+        code, out, err = self.lmcaps('drain', '--dest', 'dst', '--dry-run',
+                                     '--name', 'web-*', '--label',
+                                     'tier=cache')
+        self.assertEqual(0, code, err)
+        self.assertIn('lmcaps: warning: --name/--uuid/--label together '
+                      'select none of the 4 guests of this host', err)
+        self.assertIn('(0 guests)', out)
+        self.assertEqual({}, fake.world(self.world).sims)
+
     @ddt.data(
         (['--dest', 'cli-host'], "Invalid --dest 'cli-host'"),
+        (['--dest', 'x', '--label', 'tier='],
+         "Invalid --label 'tier='; allowed: KEY=VALUE, a label of a guest"),
         (['--dest', 'x', '--max-parallel', '0'],
          "Invalid --max-parallel '0'; allowed: an integer from 1"),
         (['--dest', 'x', '--name', 'nope'], "Invalid --name 'nope'"),
