@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 from collections.abc import Iterable
 
@@ -61,8 +60,8 @@ class Events(lister.Lister):
             which = (f' with request id {parsed_args.request_id}'
                      if parsed_args.request_id else '')
             named = f' ({key})' if key != instance else ''
-            sys.stderr.write(f'lmcaps: no events recorded for '
-                             f'{instance}{named}{which}\n')
+            self.app.stderr.write(f'lmcaps: no events recorded for '
+                                  f'{instance}{named}{which}\n')
         columns = COLUMNS + (('Traceback',) if parsed_args.long else ())
         rows = []
         for r in records:
