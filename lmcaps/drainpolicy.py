@@ -187,6 +187,16 @@ def parse(document: Any, path: str = '-') -> list[Rule]:
     if errors:
         raise exception.InvalidPolicyFile(
             path=path, reason='; '.join(_describe(e) for e in errors[:10]))
+    fields = _RULE_SCHEMA['properties']['policy']['properties']
+    for index, raw in enumerate(document['rules']):
+        for key, value in raw['policy'].items():
+            # NaN passes every JSON-schema bound (comparisons are false)
+            if isinstance(value, float) and math.isnan(value):
+                sub = fields[key]
+                raise exception.InvalidPolicyFile(path=path, reason=(
+                    f'rules[{index}].policy.{key}: nan is out of range; '
+                    f"allowed: {sub.get('type', 'number')} "
+                    f'{lmcaps_request._bounds(sub)}'))
     rules = []
     for index, raw in enumerate(document['rules']):
         match = raw.get('match') or {}

@@ -96,18 +96,27 @@ def _describe(error: jsonschema.ValidationError,
                 f"values: {', '.join(error.validator_value)}")
     if v == 'type':
         sub = error.schema
-        bounds = (f" from {sub.get('minimum', '-inf')} to "
-                  f"{sub.get('maximum', 'inf')}" if 'minimum' in sub or
-                  'maximum' in sub else '')
-        return (f'{path}: must be of type {error.validator_value}{bounds}, '
+        bounds = _bounds(sub)
+        return (f'{path}: must be of type {error.validator_value}'
+                f"{' ' + bounds if bounds else ''}, "
                 f'got {type(error.instance).__name__} '
                 f'{_short(error.instance)}')
-    if v in ('minimum', 'maximum'):
+    if v in ('minimum', 'maximum', 'exclusiveMinimum'):
         sub = error.schema
         return (f'{path}: {_short(error.instance)} is out of range; allowed: '
-                f"{sub.get('type', 'number')} from {sub.get('minimum', '-inf')}"
-                f" to {sub.get('maximum', 'inf')}")
+                f"{sub.get('type', 'number')} {_bounds(sub)}")
     return f'{path}: {error.message[:200]}'
+
+
+def _bounds(sub: Mapping[str, Any]) -> str:
+    """'from 0 to 86400', 'above 0 up to 86400', or '' without bounds."""
+    if 'exclusiveMinimum' in sub:
+        high = f" up to {sub['maximum']}" if 'maximum' in sub else ''
+        return f"above {sub['exclusiveMinimum']}{high}"
+    if 'minimum' in sub or 'maximum' in sub:
+        return (f"from {sub.get('minimum', '-inf')} to "
+                f"{sub.get('maximum', 'inf')}")
+    return ''
 
 
 def validate(body: object, schema: Mapping[str, Any] | None = None,

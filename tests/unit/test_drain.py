@@ -158,6 +158,17 @@ class PolicyRuleTest(test_base.ConfTestCase):
                      'policy': {}}]},
          'rules[0].match.ram_mib: min 9 is above max 1'),
         (['not', 'a', 'mapping'], 'the file: must be of type object'),
+        # NaN passes every bound; nan, inf and a negative say the same range
+        ({'rules': [{'policy': {}}, {'policy': {
+            'completion_timeout_per_gib': float('nan')}}]},
+         'rules[1].policy.completion_timeout_per_gib: nan is out of range; '
+         'allowed: number above 0 up to 86400'),
+        ({'rules': [{'policy': {'completion_timeout_per_gib': float('inf')}}]},
+         'rules[0].policy.completion_timeout_per_gib: inf is out of range; '
+         'allowed: number above 0 up to 86400'),
+        ({'rules': [{'policy': {'completion_timeout_per_gib': -5}}]},
+         'rules[0].policy.completion_timeout_per_gib: -5 is out of range; '
+         'allowed: number above 0 up to 86400'),
     )
     def test_schema_errors_name_rule_and_field(self, document, fragment):
         exc = self.assertRaises(exception.InvalidPolicyFile,
