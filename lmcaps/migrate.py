@@ -305,12 +305,13 @@ def resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
            store: lmcaps_events.EventStore, *,
            on_line: Callable[[str], None] = LOG.info,
            on_progress: OnProgress | None = None,
-           gone: list[str] | None = None) -> list[Summary]:
+           gone: list[tuple[str, str]] | None = None) -> list[Summary]:
     """Re-attach to this host's open watches of ``driver`` and enforce them.
 
     Each migration keeps its original deadline.  A migration the backend no
     longer has gets an outcome event saying so, with the guest's observed
-    location, and its instance name is appended to ``gone`` when given.
+    location, and ``(instance name, observed location)`` is appended to
+    ``gone`` when given.
 
     :returns: one summary per migration re-attached (ended).
     """
@@ -333,7 +334,7 @@ def resume(conf: cfg.ConfigOpts, driver: base.LiveMigrationDriver,
                 on_line(f'{found.ref.spec.instance}: {exc.message}; guest: '
                         f'{where}')
                 if gone is not None:
-                    gone.append(found.ref.spec.instance)
+                    gone.append((found.ref.spec.instance, where))
                 continue
             watch = mon.watch(driver, migration, found.policy,
                               instance_uuid=found.instance_uuid,

@@ -6,7 +6,9 @@ deadline and policy) in the event store.  If that process is killed
 to every migration of this host (``[lmcaps] host``) still open in the store,
 enforces its original deadline and action, and records how it ended.
 Exit code: the worst of the migrations' (0 completed, 3 aborted, 4 failed,
-5 interrupted in post-copy), 0 when there was nothing to watch.
+5 interrupted in post-copy), 0 when there was nothing to watch.  A migration
+the backend no longer has is a row with outcome ``gone`` and the guest's
+observed location; it does not change the exit code.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Watch(lister.Lister):
             self.app.stderr.write(text + '\n')
 
         from lmcaps import monitor as lmcaps_monitor
-        gone: list[str] = []
+        gone: list[tuple[str, str]] = []
         try:
             with migrate_cmd.signals_interrupt(), \
                     lmcaps_monitor.settled_heap():
@@ -69,8 +71,11 @@ class Watch(lister.Lister):
                 summary.outcome, 4))
         if not summaries and not gone:
             line('lmcaps: no running migration to watch on this host')
-        return COLUMNS, [(s.instance, s.outcome, s.action or '-', s.guest_on,
-                          f'{s.elapsed:.1f}') for s in summaries]
+        rows = [(s.instance, s.outcome, s.action or '-', s.guest_on,
+                 f'{s.elapsed:.1f}') for s in summaries]
+        # the backend no longer has them: how they ended is not known
+        rows += [(name, 'gone', '-', where, '-') for name, where in gone]
+        return COLUMNS, rows
 
     def run(self, parsed_args: argparse.Namespace) -> int:
         self.exit_code = 0

@@ -266,11 +266,18 @@ class WatchTest(CLITestCase):
             persist=True)
         self.addCleanup(fake._worlds.clear)
         fake._worlds.clear()                    # that process's world died
-        code, _out, err = self.lmcaps('watch')
+        code, out, err = self.lmcaps('watch', '-f', 'json')
         self.assertEqual(0, code, err)
+        [row] = json.loads(out)
+        self.assertEqual(('vm-9', 'gone', '-'),
+                         (row['Instance'], row['Outcome'], row['Action']))
+        self.assertIn('unknown', row['Guest'])
         [said] = err.splitlines()
         self.assertTrue(said.startswith('vm-9: '), said)
         self.assertIn('no longer exists on the backend', said)
+        # and a row, for scripts
+        fake._worlds.clear()
+        self.assertEqual([], self.json_out('watch'))     # recorded: closed
         rows = self.json_out('events', 'vm-9')
         self.assertEqual(events.ERROR, rows[-1]['Result'])
         self.assertEqual(events.OUTCOME, rows[-1]['Event'])
