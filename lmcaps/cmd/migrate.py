@@ -48,6 +48,12 @@ def _positive_int(text: str) -> int:
             f'from 1 to {2 ** 31 - 1}') from exc
 
 
+def is_quiet(app: Any) -> bool:
+    """Whether ``lmcaps -q`` was given (cliff's verbose level 0)."""
+    options = getattr(app, 'options', None)
+    return getattr(options, 'verbose_level', 1) == 0
+
+
 class ProgressView:
     """Live progress: a bar on a terminal, a log line otherwise.
 
@@ -55,12 +61,13 @@ class ProgressView:
     where those are known); markers show when the timeout action fired and
     when it took effect.  Off a terminal a line is written every ``every``
     seconds, and every second once the deadline is less than ``near``
-    seconds away or past.
+    seconds away or past.  ``quiet`` (``lmcaps -q``) shows nothing.
     """
 
     def __init__(self, stream: TextIO, every: float = 5.0,
-                 near: float = 30.0) -> None:
+                 near: float = 30.0, quiet: bool = False) -> None:
         self.stream = stream
+        self.quiet = quiet
         self.tty = stream.isatty()
         self.every = every
         self.near = near
@@ -74,6 +81,8 @@ class ProgressView:
 
     def __call__(self, migration: Any, progress: Any,
                  left: float | None) -> None:
+        if self.quiet:
+            return
         fraction = progress.completed
         remaining = progress.data_remaining
         rate = progress.transfer_rate
@@ -217,7 +226,7 @@ class Migrate(show.ShowOne):
             bandwidth_mib=parsed_args.bandwidth, options=options)
         store = lmcaps_events.InstanceKeyed(
             events_sql.SQLEventStore.from_conf(conf), parsed_args.instance)
-        view = ProgressView(sys.stderr)
+        view = ProgressView(sys.stderr, quiet=is_quiet(self.app))
         from lmcaps import monitor as lmcaps_monitor
         try:
             with signals_interrupt(), lmcaps_monitor.settled_heap():

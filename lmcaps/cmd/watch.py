@@ -57,7 +57,8 @@ class Watch(lister.Lister):
                     lmcaps_monitor.settled_heap():
                 summaries = lmcaps_migrate.resume(
                     conf, driver, store, on_line=line,
-                    on_progress=migrate_cmd.ProgressView(sys.stderr),
+                    on_progress=migrate_cmd.ProgressView(
+                        sys.stderr, quiet=migrate_cmd.is_quiet(self.app)),
                     gone=gone)
         except lmcaps_migrate.MigrationContinues as exc:
             line(exc.message)

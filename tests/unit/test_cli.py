@@ -427,6 +427,22 @@ class EntryScriptTest(CLITestCase):
         self.assertEqual([], heavy)
 
 
+class QuietTest(CLITestCase):
+    def test_quiet_migrate_prints_no_progress(self):
+        argv = ('migrate', 'vm-q', '--dest', 'dst', '--completion-timeout',
+                '1', '--timeout-action', 'abort', '-f', 'json')
+        self.write_config(lmcaps_fake={'dirty_rate_mib': '5000',
+                                       'time_scale': '20'})
+        code, out, err = self.lmcaps(*argv)
+        self.assertEqual(3, code, err)
+        self.assertIn('vm-q: precopy', err)
+        code, out, err = self.lmcaps('-q', *argv)
+        self.assertEqual(3, code, err)
+        self.assertEqual('aborted', json.loads(out)['outcome'])
+        self.assertNotIn('precopy', err)
+        self.assertIn('vm-q: aborted', err)   # the outcome line stays
+
+
 class ProgressViewTest(test_base.BaseTestCase):
     """``lmcaps migrate``'s progress: rich on a terminal, lines off one."""
 
