@@ -219,8 +219,12 @@ class Drainer:
             return
         self._note_start()
         self._watch(item, migration, dest, request_id)
+        # the count is of slots: an ended migration's slot is freed before
+        # its outcome line (which waits for its events) is printed
         self.on_line(f'{item.name}: started to {dest} (attempt '
-                     f'{item.attempts}, request {request_id})')
+                     f'{item.attempts}, request {request_id}; '
+                     f'{len(self.running)} of at most '
+                     f'{self.options.max_parallel} running)')
 
     def _watch(self, item: Item, migration: base.Migration, dest: str,
                request_id: str) -> None:

@@ -133,8 +133,9 @@ def run(conf: cfg.ConfigOpts, args: argparse.Namespace, out: TextIO,
             return 1
         lmcaps_drain.record_plan(store, conf, driver, drain_id, options,
                                  items)
-        display.line(f'{drain_id}: {len(items) - len(refused)} guests to '
-                     f'migrate, {len(refused)} refused; at most '
+        to_go = len(items) - len(refused)
+        display.line(f"{drain_id}: {to_go} guest{'' if to_go == 1 else 's'} "
+                     f'to migrate, {len(refused)} refused; at most '
                      f'{options.max_parallel} at once')
         drainer = lmcaps_drainer.Drainer(
             conf, driver, store, items, options, drain_id,

@@ -351,6 +351,14 @@ class RunTest(DrainTestCase):
             self.assertEqual('destination (running)', item.location)
         self.assertEqual([], self.driver.list_guests())
         self.assertEqual({'d1', 'd2'}, {i.destination for i in result.items})
+        # each start line says how many slots are taken, never above 4
+        started = [line for line in self.lines if ': started to ' in line]
+        self.assertEqual(12, len(started))
+        counts = [int(line.rsplit('; ', 1)[1].split()[0]) for line in started]
+        self.assertEqual(list(range(1, 5)), counts[:4])
+        self.assertLessEqual(max(counts), 4)
+        self.assertTrue(all(line.endswith(' of at most 4 running)')
+                            for line in started), started)
 
     def test_each_migration_gets_its_destinations_migrate_uri(self):
         for n in range(4):
