@@ -57,11 +57,13 @@ class Events(lister.Lister):
         if not records:
             # an empty table prints nothing: say so on stderr (stdout stays
             # the empty list for -f json/csv), exit code 0
-            which = (f' with request id {parsed_args.request_id}'
+            which = (f' with request id '
+                     f'{validation.echo(parsed_args.request_id)}'
                      if parsed_args.request_id else '')
             named = f' ({key})' if key != instance else ''
             self.app.stderr.write(f'lmcaps: no events recorded for '
-                                  f'{instance}{named}{which}\n')
+                                  f'{validation.echo(instance)}{named}'
+                                  f'{which}\n')
         columns = COLUMNS + (('Traceback',) if parsed_args.long else ())
         rows = []
         for r in records:

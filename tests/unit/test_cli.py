@@ -215,19 +215,23 @@ class CheckAndEventsTest(CLITestCase):
         other = str(uuid.uuid4())
         code, out, err = self.lmcaps('events', other, '-f', 'json')
         self.assertEqual((0, []), (code, json.loads(out)))
-        self.assertEqual(f'lmcaps: no events recorded for {other}\n', err)
+        self.assertEqual(f"lmcaps: no events recorded for '{other}'\n", err)
         # a name is looked up under its key, which the line shows
         code, out, err = self.lmcaps('events', 'no-such-vm')
         self.assertEqual((0, ''), (code, out.strip()))  # cliff's empty table
-        self.assertEqual('lmcaps: no events recorded for no-such-vm (%s)\n'
+        self.assertEqual("lmcaps: no events recorded for 'no-such-vm' (%s)\n"
                          % validation.instance_key('no-such-vm'), err)
+        # echoed like any input: at most 64 characters
+        code, out, err = self.lmcaps('events', 'v' * 200)
+        self.assertEqual(0, code, err)
+        self.assertIn("'%s... (200 characters)'" % ('v' * 64), err)
         self.assertEqual(0, self.lmcaps('check', '--instance', INSTANCE,
                                         '--request-id', 'req-a')[0])
         code, out, err = self.lmcaps('events', INSTANCE, '--request-id',
                                      'req-z', '-f', 'json')
         self.assertEqual((0, []), (code, json.loads(out)))
-        self.assertEqual(f'lmcaps: no events recorded for {INSTANCE} with '
-                         'request id req-z\n', err)
+        self.assertEqual(f"lmcaps: no events recorded for '{INSTANCE}' with "
+                         "request id 'req-z'\n", err)
         # events found: nothing on stderr
         code, out, err = self.lmcaps('events', INSTANCE, '-f', 'json')
         self.assertEqual((0, ''), (code, err))
