@@ -272,6 +272,27 @@ class LmcapsApp(app.App):
             self.error = exc
             raise
 
+    def run_subcommand(self, argv: list[str]) -> int:
+        """Run the command; an unknown one is one line naming them all.
+
+        cliff would print several lines ("Did you mean one of these?") to
+        stdout, or log the error.
+        """
+        try:
+            self.command_manager.find_command(argv)
+        except ValueError:
+            names = sorted({name for name, _ in self.command_manager} |
+                           {'help'})
+            fuzzy = [m for m in self.get_fuzzy_matches(argv[0])
+                     if m in names]
+            hint = f" (did you mean {' or '.join(fuzzy[:3])}?)" if fuzzy \
+                else ''
+            self.error = exception.InvalidInput(
+                what='command', value=validation.echo(argv[0]),
+                allowed=f"{', '.join(names)}{hint}")
+            return 2
+        return super().run_subcommand(argv)
+
     def interact(self) -> None:
         """No command given: print the help (no interactive shell)."""
         self.stderr.write('lmcaps: error: no command given\n')

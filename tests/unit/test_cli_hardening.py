@@ -100,6 +100,18 @@ class BadInputTest(test_cli.CLITestCase):
         self.assertTrue(err.endswith(f' (see: {hint})\n'), err)
         self.assertEqual('', out)
 
+    @ddt.data((('nosuchcmd',), "Invalid command 'nosuchcmd'"),
+              (('evnets', 'x'), "Invalid command 'evnets'; allowed: check, "),
+              (('db',), "(did you mean db upgrade or db version"),
+              (('--bogus', 'report'), "Invalid command '--bogus'"))
+    @ddt.unpack
+    def test_unknown_command_is_one_line(self, argv: tuple[str, ...],
+                                         fragment: str) -> None:
+        code, out, err = self.lmcaps(*argv)
+        self.assertClean(code, err, fragment)
+        self.assertIn('db upgrade, db version, drain, events', err)
+        self.assertEqual('', out)
+
     def test_help_still_shows_the_usage(self) -> None:
         code, out, _err = self.lmcaps('help', 'migrate')
         self.assertEqual(0, code)
