@@ -235,7 +235,7 @@ def load(path: str) -> list[Rule]:
         raise bad(f'larger than {MAX_FILE} bytes; allowed: at most that')
     try:
         with open(path, encoding='utf-8') as f:
-            document = yaml.safe_load(f)
+            document = yaml.load(f, Loader=_unique_keys_loader())
     except (OSError, UnicodeDecodeError) as exc:
         raise bad(f'not a readable UTF-8 file: '
                   f'{validation.escape(str(exc))[:200]}') from exc
@@ -247,6 +247,32 @@ def load(path: str) -> list[Rule]:
         raise bad(f'not YAML{where}: '
                   f'{validation.escape(str(problem))[:200]}') from exc
     return parse(document, shown)
+
+
+def _unique_keys_loader() -> type:
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping.
+
+    YAML 1.2 requires keys to be unique; PyYAML keeps the last one
+    silently, so ``{priority: 1, priority: 2}`` would lose a value.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _value in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    twice = key in seen
+                except TypeError:       # unhashable: the base class says so
+                    break
+                if twice:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'key {key!r} given twice in one mapping',
+                        key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+    return Loader
 
 
 def winner(rules: Sequence[Rule], guest: base.GuestInfo) -> Rule | None:

@@ -73,11 +73,24 @@ def parse_json(text: str, what: str = '--request') -> Any:
         raise exception.InvalidRequest(
             reason=f'{what} is nested deeper than {MAX_DEPTH} levels')
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_fields)
     except (ValueError, RecursionError) as exc:
         raise exception.InvalidRequest(
             reason=f'{what} is not valid JSON: '
                    f'{validation.escape(str(exc)[:200])}') from exc
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a field given twice (json keeps the last).
+
+    :raises: ValueError naming the field.
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f'field {key!r} is given twice')
+        out[key] = value
+    return out
 
 
 def _describe(error: jsonschema.ValidationError,

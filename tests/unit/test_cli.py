@@ -303,6 +303,8 @@ class BadInputTest(CLITestCase):
     @ddt.data(
         (['--request', '{"completion_timeout": 60,'], 'not valid JSON'),
         (['--request', '[1]'], 'must be a JSON object'),
+        (['--request', '{"completion_timeout": 60, "completion_timeout": 5}'],
+         "not valid JSON: field 'completion_timeout' is given twice"),
         (['--request', '{"completion_timeout": 60, "colour": "red"}'],
          "unknown field(s) 'colour'"),
         (['--timeout-action', 'explode'],

@@ -185,6 +185,20 @@ class PolicyRuleTest(test_base.ConfTestCase):
         self.assertRaises(exception.InvalidPolicyFile, drainpolicy.load,
                           path + '.missing')
 
+    def test_key_given_twice_is_refused(self):
+        path = self.useFixture(test_cli.fixtures.TempDir()).path + '/p.yaml'
+        with open(path, 'w') as f:
+            f.write('rules:\n  - policy: {priority: 1, priority: 2}\n')
+        exc = self.assertRaises(exception.InvalidPolicyFile,
+                                drainpolicy.load, path)
+        self.assertIn("line 2, column 27: key 'priority' given twice",
+                      exc.message)
+        with open(path, 'w') as f:     # the same key in two rules is fine
+            f.write('rules:\n  - policy: {priority: 1}\n'
+                    '  - policy: {priority: 2}\n')
+        self.assertEqual([1, 2], [r.policy['priority']
+                                  for r in drainpolicy.load(path)])
+
     def test_unmatched_rules(self):
         found = rules({'match': {'name': 'db-*'}, 'policy': {}},
                       {'policy': {}})
