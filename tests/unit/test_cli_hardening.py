@@ -396,6 +396,10 @@ class LaterSignalsTest(test_base.BaseTestCase):
              # as from a terminal: a shell's background job inherits
              # SIGINT ignored, and Python then keeps it ignored
              'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
+             # and SIGHUP/SIGTERM at their defaults: under nohup SIGHUP is
+             # ignored, and lmcaps rightly leaves an ignored signal alone
+             'signal.signal(signal.SIGHUP, signal.SIG_DFL)\n'
+             'signal.signal(signal.SIGTERM, signal.SIG_DFL)\n'
              'from lmcaps.cmd import entry\n'
              'from lmcaps.cmd import report\n'
              'def stop(*_a, **_k):\n'
