@@ -155,11 +155,16 @@ class TimeoutActionTest(_Base):
         self.setup_driver(permit_post_copy=True)
         name = self.guest()
         killed = []
+        errors = []
 
         def kill_destination(_migration, progress, _left):
             self.phases.append(progress.phase)
             if progress.phase is base.Phase.POSTCOPY and not killed:
-                self.pair.conn('dst').lookupByName(name).destroy()
+                try:
+                    self.pair.conn('dst').lookupByName(name).destroy()
+                except Exception as exc:   # the display swallows it: keep it
+                    errors.append(repr(exc))
+                    raise
                 killed.append(time.monotonic())
 
         self.phases = []
@@ -168,7 +173,8 @@ class TimeoutActionTest(_Base):
             {'completion_timeout': 3, 'timeout_action': 'force_complete',
              'force_complete_mode': 'postcopy'}, self.store,
             on_progress=kill_destination, progress_interval=0.1)
-        self.assertTrue(killed, f'post-copy never seen: {self.phases}')
+        self.assertTrue(killed, f'destination not killed: {errors}; '
+                                f'phases {self.phases}')
         self.assertEqual(('failed', 'postcopy'),
                          (summary.outcome, summary.action))
         src = self.pair.states(name)['src']
