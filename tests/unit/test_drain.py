@@ -175,22 +175,23 @@ class PolicyRuleTest(test_base.ConfTestCase):
                                 drainpolicy.parse, document)
         self.assertIn(fragment, exc.message)
 
-    def test_file_not_yaml(self):
+    def refused_file(self, text):
+        """Write ``text`` as a policy file; its path and load's error."""
         path = self.useFixture(test_cli.fixtures.TempDir()).path + '/p.yaml'
         with open(path, 'w') as f:
-            f.write('rules: [\n  - {a: 1\n')
-        exc = self.assertRaises(exception.InvalidPolicyFile,
-                                drainpolicy.load, path)
+            f.write(text)
+        return path, self.assertRaises(exception.InvalidPolicyFile,
+                                       drainpolicy.load, path)
+
+    def test_file_not_yaml(self):
+        path, exc = self.refused_file('rules: [\n  - {a: 1\n')
         self.assertIn('not YAML at line', exc.message)
         self.assertRaises(exception.InvalidPolicyFile, drainpolicy.load,
                           path + '.missing')
 
     def test_key_given_twice_is_refused(self):
-        path = self.useFixture(test_cli.fixtures.TempDir()).path + '/p.yaml'
-        with open(path, 'w') as f:
-            f.write('rules:\n  - policy: {priority: 1, priority: 2}\n')
-        exc = self.assertRaises(exception.InvalidPolicyFile,
-                                drainpolicy.load, path)
+        path, exc = self.refused_file(
+            'rules:\n  - policy: {priority: 1, priority: 2}\n')
         self.assertIn("line 2, column 27: key 'priority' given twice",
                       exc.message)
         with open(path, 'w') as f:     # the same key in two rules is fine
